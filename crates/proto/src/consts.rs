@@ -1,0 +1,49 @@
+//! Every magic number and limit of the wire format, in one place.
+//!
+//! These values are part of the protocol (docs/PROTOCOL.md). Changing any of them breaks
+//! compatibility with deployed peers: add a new protocol version instead.
+
+/// The first four bytes of a HELLO body. Must not change.
+pub const HELLO_MAGIC: [u8; 4] = *b"BRP1";
+
+/// The oldest protocol version this build speaks.
+pub const VERSION_MIN: u16 = 1;
+/// The newest protocol version this build speaks.
+pub const VERSION_MAX: u16 = 1;
+
+/// Length of the fixed frame header: type (1), flags (1), reserved (2), body length (4).
+pub const FRAME_HEADER_LEN: usize = 8;
+
+/// Smallest chunk (block) size a disk may be announced with.
+pub const MIN_BLOCK_SIZE: u32 = 4096;
+/// Largest chunk (block) size a disk may be announced with, and so the largest raw chunk.
+pub const MAX_BLOCK_SIZE: u32 = 1 << 20;
+
+/// Fixed part of a DATA body: disk (2), encoding (1), reserved (1), offset (8), raw length (4),
+/// digest (32).
+pub const DATA_FIXED_LEN: usize = 2 + 1 + 1 + 8 + 4 + DIGEST_LEN;
+
+/// Largest frame body of any type. A DATA frame with a raw payload of `MAX_BLOCK_SIZE` is the
+/// largest frame a conforming peer sends; other frames are far smaller.
+pub const MAX_FRAME_BODY: u32 = MAX_BLOCK_SIZE + DATA_FIXED_LEN as u32;
+
+/// Length of a blake3 digest.
+pub const DIGEST_LEN: usize = 32;
+
+/// Most disks one session may announce.
+pub const MAX_DISKS: u16 = 64;
+/// Longest session id, in bytes.
+pub const MAX_SESSION_ID_LEN: usize = 128;
+/// Longest disk id, in bytes.
+pub const MAX_DISK_ID_LEN: usize = 64;
+/// Longest agent or receiver version string, in bytes.
+pub const MAX_VERSION_STR_LEN: usize = 64;
+/// Longest error code string (`SMS.1504`), in bytes.
+pub const MAX_CODE_LEN: usize = 16;
+/// Longest error message, in bytes.
+pub const MAX_MESSAGE_LEN: usize = 1024;
+/// Most held extents a WELCOME may list, over all disks.
+pub const MAX_HELD_EXTENTS: u32 = 65_536;
+/// Largest disk size a peer may announce (2^56 bytes = 64 PiB): offsets plus lengths never
+/// overflow a u64.
+pub const MAX_DISK_SIZE: u64 = 1 << 56;

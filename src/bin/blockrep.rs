@@ -1,0 +1,289 @@
+//! `blockrep`: the agent-side command line. A thin shell over the library.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blockrep::progress::human_bytes;
+use blockrep::sender::{self, Control, Mode};
+use blockrep::{certs, cli, size, tls, Error, SendConfig, SendHandle, SendSummary, SourceSpec};
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "blockrep",
+    version,
+    about = "Replicate disks block by block to a blockrep-receiver over mutual TLS",
+    long_about = "Replicate disks block by block to a blockrep-receiver over mutual TLS.\n\n\
+        Every chunk is compressed (lz4) and hashed (blake3); the receiver checks each digest \
+        before writing and acknowledges only data that is durable on its disks.\n\n\
+        Try it: `blockrep demo` runs the whole job on loopback; `blockrep certs --out DIR` \
+        makes certificates to try a real pair of hosts.\n\n\
+        On failure a command prints one line `error SMS.xxxx: <what and why>` on stderr and \
+        exits non-zero; SMS.xxxx is the migration service's error code."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send disks to a receiver.
+    Send(SendArgs),
+    /// Make a CA, a server and a client certificate, for trying blockrep out.
+    Certs {
+        /// Directory to write ca.pem, server.pem/key, client.pem/key into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra DNS name or IP address for the server certificate (repeatable). localhost,
+        /// 127.0.0.1 and ::1 are always included.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
+    /// Run the whole job on an embedded example on loopback: make an image, start a
+    /// receiver, replicate, check the copy. Needs no root.
+    Demo,
+}
+
+#[derive(clap::Args)]
+struct SendArgs {
+    /// The receiver, HOST[:PORT] (port 8900 by default; [v6addr]:port for IPv6).
+    #[arg(long)]
+    to: String,
+    /// CA certificate (PEM) that issued the receiver's certificate.
+    #[arg(long)]
+    ca: PathBuf,
+    /// This agent's client certificate chain (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// This agent's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long)]
+    key: PathBuf,
+    /// Name the receiver's certificate must carry (default: the host part of --to).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Source disk PATH (file or block device) goes to the receiver's disk ID (repeatable).
+    #[arg(long = "disk", value_name = "ID=PATH", required = true, value_parser = cli::parse_disk)]
+    disks: Vec<(String, PathBuf)>,
+    /// Which blocks to send. `used` reads every block until used-block maps arrive.
+    #[arg(long, value_enum, default_value_t = ModeArg::Used)]
+    mode: ModeArg,
+    /// Chunk size: a power of two from 4KiB to 1MiB.
+    #[arg(long, default_value = "1MiB", value_parser = parse_block_size)]
+    block_size: u32,
+    /// Task id; a later run with the same id continues the same session on the receiver.
+    #[arg(long)]
+    session: Option<String>,
+    /// Progress output: a bar on stderr, one JSON object per second on stdout (the service's
+    /// field names), or nothing. Default: bar on a terminal, none otherwise.
+    #[arg(long, value_enum)]
+    progress: Option<ProgressArg>,
+    /// Raw bytes read but not yet durable on the target, at most.
+    #[arg(long, default_value = "64MiB", value_parser = size::parse_size)]
+    window: u64,
+    /// Compression and hashing threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Partition tables and allocated blocks (falls back to full for now).
+    Used,
+    /// Every block.
+    Full,
+    /// Only blocks marked in a change bitmap (not available yet).
+    Bitmap,
+    /// Only ranges whose digests differ on the two sides (not available yet).
+    Delta,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ProgressArg {
+    Bar,
+    Json,
+    None,
+}
+
+fn parse_block_size(s: &str) -> Result<u32, String> {
+    let n = size::parse_size(s)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|&n| blockrep_proto::frame::valid_block_size(n))
+        .ok_or_else(|| format!("{s}: the block size must be a power of two from 4KiB to 1MiB"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Send(args) => {
+            cli::init_logging("warn");
+            run_send(args)
+        }
+        Command::Certs { out, names } => certs::generate(&names)
+            .and_then(|pki| pki.write(&out))
+            .map(|files| {
+                println!(
+                    "wrote {} (CA), {} + {} (receiver), {} + {} (sender)",
+                    files.ca.display(),
+                    files.server_cert.display(),
+                    files.server_key.display(),
+                    files.client_cert.display(),
+                    files.client_key.display()
+                );
+                ExitCode::SUCCESS
+            }),
+        Command::Demo => {
+            cli::init_logging("warn");
+            blockrep::demo::run(&mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("{}", e.user_line());
+        ExitCode::FAILURE
+    })
+}
+
+fn run_send(args: SendArgs) -> Result<ExitCode, Error> {
+    let mode =
+        match args.mode {
+            ModeArg::Used => Mode::Used,
+            ModeArg::Full => Mode::Full,
+            ModeArg::Bitmap | ModeArg::Delta => return Err(Error::Config(
+                "--mode bitmap and --mode delta are not available in this version; use --mode full"
+                    .into(),
+            )),
+        };
+    let tls = tls::client_config(&args.ca, &args.cert, &args.key)?;
+    let disks = args
+        .disks
+        .into_iter()
+        .map(|(id, path)| SourceSpec { id, path })
+        .collect();
+    let mut config = SendConfig::new(args.to, tls, disks);
+    config.server_name = args.server_name;
+    config.mode = mode;
+    config.block_size = args.block_size;
+    config.window = args.window;
+    if let Some(w) = args.workers {
+        config.workers = w;
+    }
+    if let Some(s) = args.session {
+        config.session_id = s;
+    }
+    let progress = args.progress.unwrap_or(if std::io::stderr().is_terminal() {
+        ProgressArg::Bar
+    } else {
+        ProgressArg::None
+    });
+
+    let handle = sender::start(config);
+    install_stop_on_signal(handle.control());
+    report(&handle, progress);
+    let summary = handle.wait()?;
+    print_summary(&summary, progress);
+    if summary.complete {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Error::Transport(format!(
+            "stopped before the end: {} of {} durable on the target",
+            human_bytes(summary.acked_bytes),
+            human_bytes(summary.total_bytes)
+        )))
+    }
+}
+
+/// SIGINT or SIGTERM asks for a clean STOP; a second one exits at once.
+fn install_stop_on_signal(control: Arc<Control>) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut term), Ok(mut int)) = (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) else {
+                return;
+            };
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            eprintln!("stopping: finishing the chunks in flight (signal again to exit at once)");
+            control.stop();
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            std::process::exit(130);
+        });
+    });
+}
+
+/// Prints progress once a second until the transfer ends, and once more at the end.
+fn report(handle: &SendHandle, kind: ProgressArg) {
+    let bar = (kind == ProgressArg::Bar).then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:40.cyan/blue} {percent:>3}% {binary_bytes}/{binary_total_bytes} {msg}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    loop {
+        let finished = handle.is_finished();
+        let s = handle.progress();
+        match (kind, &bar) {
+            (ProgressArg::Json, _) => {
+                if let Ok(line) = serde_json::to_string(&s) {
+                    println!("{line}");
+                }
+            }
+            (ProgressArg::Bar, Some(bar)) => {
+                bar.set_length(s.totalsize);
+                bar.set_position(s.replicatesize);
+                bar.set_message(format!(
+                    "{:.0} Mbit/s, {:.0}% saved, {} s left",
+                    s.migrate_speed, s.compress_rate, s.remain_time
+                ));
+            }
+            _ => {}
+        }
+        if finished {
+            break;
+        }
+        // Wake early when the transfer ends, so short transfers do not wait a second.
+        for _ in 0..10 {
+            if handle.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    if let Some(bar) = bar {
+        bar.finish();
+    }
+}
+
+fn print_summary(s: &SendSummary, kind: ProgressArg) {
+    match kind {
+        ProgressArg::Json => {
+            if let Ok(line) = serde_json::to_string(&serde_json::json!({ "summary": s })) {
+                println!("{line}");
+            }
+        }
+        _ => eprintln!(
+            "{}: read {}, sent {} raw as {} on the wire, {} zero, in {:.2} s",
+            if s.complete { "done" } else { "stopped" },
+            human_bytes(s.read_bytes),
+            human_bytes(s.sent_bytes),
+            human_bytes(s.wire_bytes),
+            human_bytes(s.zero_bytes),
+            s.elapsed_ms as f64 / 1000.0
+        ),
+    }
+}

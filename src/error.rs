@@ -1,0 +1,158 @@
+//! The error a migration agent reports upward: every variant maps to a service error code.
+
+use std::path::PathBuf;
+
+use blockrep_chunk::ChunkError;
+use blockrep_disk::DiskError;
+use blockrep_proto::ProtocolError;
+
+/// Service error codes (the migration service's `SMS.xxxx`), in one place.
+pub mod codes {
+    /// Cannot reach the target on its port.
+    pub const CONNECT: &str = "SMS.1807";
+    /// TLS authentication failed.
+    pub const TLS: &str = "SMS.0304";
+    /// A certificate or key cannot be loaded.
+    pub const CERTIFICATE: &str = "SMS.3301";
+    /// Data transmission failed.
+    pub const TRANSMISSION: &str = "SMS.1908";
+    /// Failed to receive data (the peer broke the protocol, or a digest did not match).
+    pub const RECEIVE: &str = "SMS.2011";
+    /// Failed to write target disks.
+    pub const WRITE: &str = "SMS.2007";
+    /// Not enough space on the target.
+    pub const NO_SPACE: &str = "SMS.0519";
+    /// Failed to open a disk.
+    pub const OPEN_DISK: &str = "SMS.2013";
+    /// Disk sizes do not match.
+    pub const DISK_SIZE: &str = "SMS.1504";
+    /// Decompression failed.
+    pub const DECOMPRESS: &str = "SMS.2009";
+    /// Failed to read the source disk.
+    pub const READ_SOURCE: &str = "SMS.1905";
+}
+
+/// Why a transfer or a receiver failed. [`Error::code`] is the service error code to report.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The receiver cannot be reached (`SMS.1807`).
+    #[error("cannot connect to the target {addr}: {reason}; check that blockrep-receiver runs there and that its port is open")]
+    Connect {
+        /// The address tried.
+        addr: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The TLS handshake or the peer's certificate check failed (`SMS.0304`).
+    #[error("TLS authentication with {peer} failed: {reason}")]
+    Tls {
+        /// The peer's address.
+        peer: String,
+        /// What went wrong, from rustls.
+        reason: String,
+    },
+    /// A certificate, key or CA file cannot be loaded (`SMS.3301`).
+    #[error("cannot load the {what} from {path}: {reason}")]
+    Certificate {
+        /// Which file: "CA certificate", "certificate chain", "private key".
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A source or target disk cannot be opened, read or written (its own code).
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// A received chunk failed its checks; nothing was written for it (`SMS.2009`/`SMS.2011`).
+    #[error("chunk of disk {disk} at offset {offset}: {source}; nothing was written for it")]
+    Chunk {
+        /// The disk id.
+        disk: String,
+        /// The chunk's offset.
+        offset: u64,
+        /// What failed.
+        source: ChunkError,
+    },
+    /// The peer broke the protocol (`SMS.2011`).
+    #[error("the peer broke the protocol: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// The peer ended the session with an error; its code is passed on unchanged.
+    #[error("the {side} reported: {message}")]
+    Peer {
+        /// "receiver" or "sender".
+        side: &'static str,
+        /// The peer's code.
+        code: String,
+        /// The peer's message (control characters removed).
+        message: String,
+    },
+    /// The connection failed or timed out during the transfer (`SMS.1908`).
+    #[error("data transmission failed: {0}")]
+    Transport(String),
+    /// A target is smaller than its source (`SMS.1504`).
+    #[error("target disk {disk} is {target} bytes, smaller than the {source_size}-byte source; use a target at least as large")]
+    DiskSize {
+        /// The disk id.
+        disk: String,
+        /// The source size.
+        source_size: u64,
+        /// The target size.
+        target: u64,
+    },
+    /// A sender named a disk id the receiver was not configured with (`SMS.2013`).
+    #[error("disk id {disk:?} is not one this receiver writes (it writes: {configured}); check the sender's --disk ids")]
+    UnknownDisk {
+        /// The id asked for.
+        disk: String,
+        /// The ids configured, comma-separated.
+        configured: String,
+    },
+    /// Another session is writing the disk (`SMS.2013`).
+    #[error("disk {disk:?} is being written by another session; one session per disk at a time")]
+    DiskBusy {
+        /// The disk id.
+        disk: String,
+    },
+    /// The receiver runs as many sessions as it may (`SMS.1908`).
+    #[error("the receiver is busy with {sessions} sessions; retry later")]
+    Busy {
+        /// The session limit.
+        sessions: usize,
+    },
+    /// The configuration or arguments are not usable (`SMS.1908`: the transfer cannot run).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The service error code for this error, to be reported unchanged.
+    pub fn code(&self) -> &str {
+        match self {
+            Self::Connect { .. } => codes::CONNECT,
+            Self::Tls { .. } => codes::TLS,
+            Self::Certificate { .. } => codes::CERTIFICATE,
+            Self::Disk(e) => e.code(),
+            Self::Chunk { source, .. } => source.code(),
+            Self::Protocol(_) => codes::RECEIVE,
+            Self::Peer { code, .. } => code,
+            Self::Transport(_) => codes::TRANSMISSION,
+            Self::DiskSize { .. } => codes::DISK_SIZE,
+            Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
+            Self::Busy { .. } | Self::Config(_) => codes::TRANSMISSION,
+        }
+    }
+
+    /// The one line a user sees: `error SMS.xxxx: <what happened and what to do>`.
+    pub fn user_line(&self) -> String {
+        format!("error {}: {}", self.code(), self)
+    }
+}
+
+/// Removes control characters from text a peer sent, so it cannot rewrite a terminal.
+pub(crate) fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}

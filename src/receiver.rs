@@ -1,0 +1,566 @@
+//! The receiver: accepts mutually authenticated TLS sessions and writes verified chunks to the
+//! target disks it was configured with, and to nothing else.
+//!
+//! Per connection, a task reads frames and a writer thread verifies (lz4, blake3) and writes
+//! them; the writer reports what is durable (fdatasync'ed) and only then is it acknowledged.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use blockrep_chunk::Verified;
+use blockrep_disk::TargetDisk;
+use blockrep_proto::{Data, ReceiverEvent, ReceiverSession};
+use tokio::io::{AsyncWriteExt, WriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tracing::{info, warn};
+
+use crate::error::{codes, sanitize};
+use crate::framed::{write_frame, FrameReader, ReadError};
+use crate::Error;
+
+/// Unsynced bytes after which the writer syncs and acknowledges even while data keeps coming.
+/// Below the sender's default window, so a sender never waits on a batch that cannot fill.
+const SYNC_BATCH: u64 = 32 << 20;
+/// DATA frames queued between a connection's reader and its writer thread.
+const WRITE_QUEUE: usize = 16;
+
+/// How a receiver runs.
+#[derive(Clone)]
+pub struct ReceiverConfig {
+    /// TLS configuration: certificate, key, and the CA clients must be issued by.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The only targets that can ever be written: disk id to path.
+    pub disks: BTreeMap<String, PathBuf>,
+    /// Stop after the first session (a connection that got past TLS and sent a HELLO).
+    pub once: bool,
+    /// Sessions at once; more are refused with a "busy" error.
+    pub max_sessions: usize,
+    /// Connections at once, including those still in the handshake; more are closed at once.
+    pub max_connections: usize,
+    /// Time a new connection has to finish TLS and send its HELLO.
+    pub handshake_timeout: Duration,
+    /// Time a session may go without a frame from its sender.
+    pub idle_timeout: Duration,
+}
+
+impl ReceiverConfig {
+    /// A configuration with the defaults: 16 sessions, 64 connections, 10 s to say HELLO,
+    /// 60 s idle.
+    pub fn new(tls: Arc<rustls::ServerConfig>, disks: BTreeMap<String, PathBuf>) -> Self {
+        Self {
+            tls,
+            disks,
+            once: false,
+            max_sessions: 16,
+            max_connections: 64,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// Checks that every configured target can be opened for writing, so a bad path fails at
+    /// start, not at the first session.
+    pub fn check_disks(&self) -> Result<(), Error> {
+        if self.disks.is_empty() {
+            return Err(Error::Config(
+                "no --disk ID=PATH given: the receiver would have nothing to write".into(),
+            ));
+        }
+        for path in self.disks.values() {
+            TargetDisk::open(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one session did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionReport {
+    /// The session id the sender gave.
+    pub session_id: String,
+    /// The sender's address.
+    pub peer: SocketAddr,
+    /// True when the sender sent everything it planned (END complete) and all of it is durable.
+    pub complete: bool,
+    /// DATA frames durable.
+    pub frames: u64,
+    /// Raw bytes durable.
+    pub bytes: u64,
+    /// Bytes written as data.
+    pub data_bytes: u64,
+    /// Bytes zeroed.
+    pub zero_bytes: u64,
+}
+
+/// What [`serve`] did before it returned.
+#[derive(Debug, Default)]
+pub struct ServeOutcome {
+    /// Sessions that ended well.
+    pub succeeded: u64,
+    /// Sessions that ended with an error.
+    pub failed: u64,
+    /// With `once`: the first session's result.
+    pub first: Option<Result<SessionReport, String>>,
+}
+
+struct Shared {
+    config: ReceiverConfig,
+    acceptor: TlsAcceptor,
+    sessions: Arc<Semaphore>,
+    busy_disks: Mutex<HashSet<String>>,
+}
+
+/// Runs a receiver on `listener` until `shutdown` resolves (then finishes in-flight writes,
+/// acknowledges what is durable, tells the senders, and returns), or, with `once`, until the
+/// first session ends.
+pub async fn serve(
+    listener: TcpListener,
+    config: ReceiverConfig,
+    shutdown: impl Future<Output = ()>,
+) -> ServeOutcome {
+    let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let shared = Arc::new(Shared {
+        acceptor: TlsAcceptor::from(config.tls.clone()),
+        sessions: Arc::new(Semaphore::new(config.max_sessions.max(1))),
+        busy_disks: Mutex::new(HashSet::new()),
+        config,
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut outcome = ServeOutcome::default();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                info!("shutting down: finishing in-flight writes");
+                break;
+            }
+            accepted = listener.accept() => {
+                let (tcp, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = connections.clone().try_acquire_owned() else {
+                    warn!(%peer, "too many connections; closing this one");
+                    continue;
+                };
+                let (shared, stop_rx) = (shared.clone(), stop_rx.clone());
+                tasks.spawn(async move {
+                    let r = handle_connection(tcp, peer, shared, stop_rx).await;
+                    drop(permit);
+                    r
+                });
+            }
+            Some(joined) = tasks.join_next() => {
+                if let Some(result) = record(&mut outcome, joined) {
+                    if shared.config.once {
+                        outcome.first = Some(result);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    let _ = stop_tx.send(true);
+    while let Some(joined) = tasks.join_next().await {
+        record(&mut outcome, joined);
+    }
+    outcome
+}
+
+fn record(
+    outcome: &mut ServeOutcome,
+    joined: Result<Option<Result<SessionReport, Error>>, tokio::task::JoinError>,
+) -> Option<Result<SessionReport, String>> {
+    match joined {
+        Ok(Some(Ok(report))) => {
+            outcome.succeeded += u64::from(report.complete);
+            outcome.failed += u64::from(!report.complete);
+            Some(Ok(report))
+        }
+        Ok(Some(Err(e))) => {
+            outcome.failed += 1;
+            Some(Err(e.user_line()))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            warn!("a connection task failed: {e}");
+            outcome.failed += 1;
+            Some(Err(format!(
+                "error {}: internal failure: {e}",
+                codes::RECEIVE
+            )))
+        }
+    }
+}
+
+type Writer = WriteHalf<TlsStream<TcpStream>>;
+
+/// One connection: TLS, HELLO, then the session. `None` when it never became a session
+/// (handshake failure, garbage, timeout before HELLO).
+async fn handle_connection(
+    tcp: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Receiver<bool>,
+) -> Option<Result<SessionReport, Error>> {
+    let _ = tcp.set_nodelay(true);
+    let hs_timeout = shared.config.handshake_timeout;
+    let tls = match tokio::time::timeout(hs_timeout, shared.acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            warn!(%peer, "TLS handshake failed: {e}");
+            return None;
+        }
+        Err(_) => {
+            warn!(%peer, "TLS handshake not finished within {} s; closing", hs_timeout.as_secs());
+            return None;
+        }
+    };
+    let (rd, mut wr) = tokio::io::split(tls);
+    let mut reader = FrameReader::new(rd);
+    let mut session = ReceiverSession::new();
+    let first = match tokio::time::timeout(hs_timeout, reader.read_frame()).await {
+        Ok(Ok(Some(frame))) => frame,
+        Ok(Ok(None)) => {
+            warn!(%peer, "closed before HELLO");
+            return None;
+        }
+        Ok(Err(e)) => {
+            let e = read_error(e, peer);
+            warn!(%peer, "before HELLO: {e}");
+            send_error(&mut session, &mut wr, &e).await;
+            return None;
+        }
+        Err(_) => {
+            warn!(%peer, "no HELLO within {} s; closing", hs_timeout.as_secs());
+            return None;
+        }
+    };
+    let hello = match session.handle_frame(first) {
+        Ok(ReceiverEvent::Hello(hello)) => hello,
+        Ok(_) | Err(_) => {
+            warn!(%peer, "the first frame is not a valid HELLO; closing");
+            let e = Error::Config("the first frame must be a valid HELLO".into());
+            send_error(&mut session, &mut wr, &e).await;
+            return None;
+        }
+    };
+    let session_id = hello.session_id.clone();
+    info!(%peer, session = %session_id, agent = %sanitize(&hello.agent_version), disks = hello.disks.len(), "session opened");
+    let result = run_session(
+        &mut session,
+        &mut reader,
+        &mut wr,
+        &shared,
+        peer,
+        &session_id,
+        stop,
+    )
+    .await;
+    match &result {
+        Ok(r) => {
+            info!(%peer, session = %session_id, complete = r.complete, bytes = r.bytes, "session ended")
+        }
+        Err(e) => {
+            warn!(%peer, session = %session_id, "session failed: {}", e.user_line());
+            send_error(&mut session, &mut wr, e).await;
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), wr.shutdown()).await;
+    Some(result)
+}
+
+/// Tells the sender why the session ends; best effort, bounded in time.
+async fn send_error(session: &mut ReceiverSession, wr: &mut Writer, e: &Error) {
+    let frame = session.refuse(e.code(), &e.to_string());
+    let _ = tokio::time::timeout(Duration::from_secs(5), write_frame(wr, &frame)).await;
+}
+
+fn read_error(e: ReadError, peer: SocketAddr) -> Error {
+    match e {
+        ReadError::Decode(d) => Error::Protocol(d.into()),
+        ReadError::Io(io) => Error::Transport(format!("reading from the sender {peer}: {io}")),
+    }
+}
+
+/// Marks disks as in use by one session; released on drop.
+struct DiskClaim<'a> {
+    shared: &'a Shared,
+    ids: Vec<String>,
+}
+
+impl Drop for DiskClaim<'_> {
+    fn drop(&mut self) {
+        let mut busy = self
+            .shared
+            .busy_disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for id in &self.ids {
+            busy.remove(id);
+        }
+    }
+}
+
+/// Checks the announced disks against the configuration and opens the targets.
+fn open_targets<'a>(
+    shared: &'a Shared,
+    session: &ReceiverSession,
+) -> Result<(Vec<Arc<TargetDisk>>, DiskClaim<'a>), Error> {
+    let mut claim = DiskClaim {
+        shared,
+        ids: Vec::new(),
+    };
+    let mut targets = Vec::new();
+    for disk in session.disks() {
+        let Some(path) = shared.config.disks.get(&disk.id) else {
+            let known: Vec<&str> = shared.config.disks.keys().map(String::as_str).collect();
+            return Err(Error::UnknownDisk {
+                disk: disk.id.clone(),
+                configured: known.join(", "),
+            });
+        };
+        let fresh = shared
+            .busy_disks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(disk.id.clone());
+        if !fresh {
+            return Err(Error::DiskBusy {
+                disk: disk.id.clone(),
+            });
+        }
+        claim.ids.push(disk.id.clone());
+        let target = TargetDisk::open(path)?;
+        if target.size() < disk.size {
+            return Err(Error::DiskSize {
+                disk: disk.id.clone(),
+                source_size: disk.size,
+                target: target.size(),
+            });
+        }
+        targets.push(Arc::new(target));
+    }
+    Ok((targets, claim))
+}
+
+/// Messages from the connection task to its writer thread.
+enum WriteMsg {
+    Data(Data),
+}
+
+/// Messages from the writer thread back.
+enum WriterEvent {
+    /// The first `frames` frames (`bytes` raw bytes) are durable.
+    Durable { frames: u64, bytes: u64 },
+    /// The queue closed and everything written is durable.
+    Finished { data_bytes: u64, zero_bytes: u64 },
+    /// Writing failed; nothing after this frame was written.
+    Failed(Error),
+}
+
+async fn run_session(
+    session: &mut ReceiverSession,
+    reader: &mut FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
+    wr: &mut Writer,
+    shared: &Shared,
+    peer: SocketAddr,
+    session_id: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SessionReport, Error> {
+    let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
+        return Err(Error::Busy {
+            sessions: shared.config.max_sessions,
+        });
+    };
+    let (targets, _claim) = open_targets(shared, session)?;
+    let welcome = session.accept(crate::VERSION, vec![Vec::new(); targets.len()]);
+    write_frame(wr, &welcome)
+        .await
+        .map_err(|e| Error::Transport(format!("sending WELCOME to {peer}: {e}")))?;
+
+    let ids: Vec<String> = session.disks().iter().map(|d| d.id.clone()).collect();
+    let (data_tx, data_rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
+    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let writer = thread::Builder::new()
+        .name("blockrep-write".into())
+        .spawn(move || write_loop(targets, ids, data_rx, event_tx))
+        .map_err(|e| Error::Transport(format!("cannot start a writer thread: {e}")))?;
+    let mut data_tx = Some(data_tx);
+    let mut complete = None;
+    let idle = shared.config.idle_timeout;
+    let mut last_frame = Instant::now();
+    let result = loop {
+        tokio::select! {
+            biased;
+            event = events.recv() => match event {
+                Some(WriterEvent::Durable { frames, bytes }) => {
+                    if let Some(ack) = session.durable(frames, bytes) {
+                        write_frame(wr, &ack).await.map_err(|e| Error::Transport(format!("sending ACK to {peer}: {e}")))?;
+                    }
+                }
+                Some(WriterEvent::Finished { data_bytes, zero_bytes }) => {
+                    let Some(complete) = complete else {
+                        break Err(Error::Transport("the receiver is shutting down; the transfer can resume later".into()));
+                    };
+                    let (frames, bytes) = session.received();
+                    write_frame(wr, &session.done(data_bytes, zero_bytes)).await.map_err(|e| Error::Transport(format!("sending DONE to {peer}: {e}")))?;
+                    break Ok(SessionReport { session_id: session_id.to_owned(), peer, complete, frames, bytes, data_bytes, zero_bytes });
+                }
+                Some(WriterEvent::Failed(e)) => break Err(e),
+                None => break Err(Error::Transport("the writer thread ended unexpectedly".into())),
+            },
+            _ = stop.changed(), if data_tx.is_some() && complete.is_none() => {
+                // Shutdown: write what is queued, sync, acknowledge, then tell the sender.
+                data_tx = None;
+            }
+            frame = reader.read_frame(), if data_tx.is_some() => {
+                last_frame = Instant::now();
+                let frame = match frame {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break Err(Error::Transport(format!("the sender {peer} closed the connection mid-session"))),
+                    Err(e) => break Err(read_error(e, peer)),
+                };
+                match session.handle_frame(frame) {
+                    Ok(ReceiverEvent::Data(data)) => {
+                        if let Some(tx) = &data_tx {
+                            // A closed queue means the writer failed; its event says why.
+                            let _ = tx.send(WriteMsg::Data(data)).await;
+                        }
+                    }
+                    Ok(ReceiverEvent::End(end)) => {
+                        complete = Some(end.complete);
+                        data_tx = None;
+                    }
+                    Ok(ReceiverEvent::PeerError(e)) => break Err(Error::Peer { side: "sender", code: sanitize(&e.code), message: sanitize(&e.message) }),
+                    Ok(ReceiverEvent::Hello(_)) => unreachable!("the session refuses a second HELLO"),
+                    Err(e) => break Err(e.into()),
+                }
+            }
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(last_frame + idle)), if data_tx.is_some() => {
+                break Err(Error::Transport(format!("no frame from the sender {peer} for {} s; closing", idle.as_secs())));
+            }
+        }
+    };
+    // On every path the writer drains its queue and syncs before the session is reported.
+    drop(data_tx);
+    drop(events);
+    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+    result
+}
+
+/// The writer thread: verify, write, sync in batches, report what is durable.
+fn write_loop(
+    targets: Vec<Arc<TargetDisk>>,
+    ids: Vec<String>,
+    mut rx: mpsc::Receiver<WriteMsg>,
+    events: mpsc::UnboundedSender<WriterEvent>,
+) {
+    let mut scratch = Vec::new();
+    let mut dirty = vec![false; targets.len()];
+    let (mut frames, mut bytes, mut unsynced) = (0u64, 0u64, 0u64);
+    let (mut data_bytes, mut zero_bytes) = (0u64, 0u64);
+    let sync = |dirty: &mut [bool]| -> Result<(), Error> {
+        for (i, d) in dirty.iter_mut().enumerate() {
+            if std::mem::take(d) {
+                targets[i].sync()?;
+            }
+        }
+        Ok(())
+    };
+    loop {
+        let msg = match rx.try_recv() {
+            Ok(msg) => Some(msg),
+            Err(mpsc::error::TryRecvError::Empty) => {
+                // The sender paused or we caught up: make everything durable and say so.
+                if unsynced > 0 {
+                    if let Err(e) = sync(&mut dirty) {
+                        let _ = events.send(WriterEvent::Failed(e));
+                        return;
+                    }
+                    unsynced = 0;
+                    let _ = events.send(WriterEvent::Durable { frames, bytes });
+                }
+                rx.blocking_recv()
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+        };
+        let Some(WriteMsg::Data(data)) = msg else {
+            match sync(&mut dirty) {
+                Ok(()) => {
+                    let _ = events.send(WriterEvent::Durable { frames, bytes });
+                    let _ = events.send(WriterEvent::Finished {
+                        data_bytes,
+                        zero_bytes,
+                    });
+                }
+                Err(e) => {
+                    let _ = events.send(WriterEvent::Failed(e));
+                }
+            }
+            return;
+        };
+        let disk = usize::from(data.disk);
+        let fail = |source| Error::Chunk {
+            disk: ids[disk].clone(),
+            offset: data.offset,
+            source,
+        };
+        let written = blockrep_chunk::verify(
+            data.encoding,
+            data.raw_len as usize,
+            &data.digest,
+            &data.payload,
+            &mut scratch,
+        )
+        .map_err(fail)
+        .and_then(|chunk: Verified<'_>| {
+            targets[disk].write(data.offset, &chunk)?;
+            Ok(chunk.is_zero())
+        });
+        match written {
+            Ok(zero) => {
+                let len = u64::from(data.raw_len);
+                if zero {
+                    zero_bytes += len;
+                } else {
+                    data_bytes += len;
+                }
+                frames += 1;
+                bytes += len;
+                unsynced += len;
+                dirty[disk] = true;
+            }
+            Err(e) => {
+                // Keep what is already written durable; the failed chunk was not written.
+                let _ = sync(&mut dirty);
+                let _ = events.send(WriterEvent::Durable { frames, bytes });
+                let _ = events.send(WriterEvent::Failed(e));
+                return;
+            }
+        }
+        if unsynced >= SYNC_BATCH {
+            if let Err(e) = sync(&mut dirty) {
+                let _ = events.send(WriterEvent::Failed(e));
+                return;
+            }
+            unsynced = 0;
+            let _ = events.send(WriterEvent::Durable { frames, bytes });
+        }
+    }
+}
