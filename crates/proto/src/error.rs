@@ -133,8 +133,8 @@ pub enum ProtocolError {
         /// Frames acknowledged before.
         previous: u64,
     },
-    /// A WELCOME picks a version outside what was offered, or lists held extents for a
-    /// different number of disks.
+    /// A WELCOME picks a version outside what was offered, lists held extents for a
+    /// different number of disks, or lists extents outside their disk or out of order.
     #[error("WELCOME does not match the HELLO: {0}")]
     BadWelcome(&'static str),
     /// A summary (END or DONE) whose counts differ from what this side saw.
