@@ -1,0 +1,422 @@
+//! What the receiver refuses, and that refusing leaves the target untouched and the receiver
+//! serving the next proper client. Real TLS on 127.0.0.1, real files.
+
+mod common;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use blockrep::sender::{self, Control, Mode};
+use blockrep::{Error, SendConfig, SourceSpec};
+use blockrep_proto::frame::encode_data_head;
+use blockrep_proto::{consts, decode, DiskAnnounce, Encoding, Frame, Hello};
+use bytes::BytesMut;
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SIZE: u64 = 2 * MIB + 4096;
+
+struct Setup {
+    pki: Pki,
+    _dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    rx: Receiver,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    make_image(&src, &[Region::Random(MIB), Region::Text(MIB + 4096)], 5);
+    make_target(&dst, SIZE);
+    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    Setup {
+        pki,
+        _dir: dir,
+        src,
+        dst,
+        rx,
+    }
+}
+
+fn send_config(
+    tls: Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+    id: &str,
+    src: &Path,
+) -> SendConfig {
+    let mut c = SendConfig::new(
+        addr.to_string(),
+        tls,
+        vec![SourceSpec {
+            id: id.into(),
+            path: src.to_path_buf(),
+        }],
+    );
+    c.mode = Mode::Full;
+    c.block_size = 64 << 10;
+    c.io_timeout = Duration::from_secs(20);
+    c.connect_timeout = Duration::from_secs(10);
+    c
+}
+
+fn assert_untouched(dst: &Path) {
+    let d = std::fs::read(dst).unwrap();
+    assert_eq!(d.len() as u64, SIZE);
+    assert!(d.iter().all(|&b| b == 0xa5), "the target was written");
+}
+
+/// The receiver still serves a proper client, and the copy is exact.
+async fn proper_client_succeeds(s: Setup) {
+    let summary = sender::send(
+        send_config(s.pki.client(), s.rx.addr, "d0", &s.src),
+        Control::new(),
+    )
+    .await
+    .expect("a proper client is served after the refusal");
+    assert!(summary.complete);
+    assert!(cmp(&s.src, &s.dst));
+    s.rx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificate_from_another_ca_is_refused() {
+    let s = setup().await;
+    let other = Pki::new();
+    // Trusts the right server CA, but presents a certificate from another CA.
+    let tls = blockrep::tls::client_config(
+        &s.pki.files.ca,
+        &other.files.client_cert,
+        &other.files.client_key,
+    )
+    .unwrap();
+    let err = sender::send(send_config(tls, s.rx.addr, "d0", &s.src), Control::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "SMS.0304", "{err}");
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_from_another_ca_is_refused_by_the_sender() {
+    let s = setup().await;
+    let other = Pki::new();
+    let tls = blockrep::tls::client_config(
+        &other.files.ca,
+        &s.pki.files.client_cert,
+        &s.pki.files.client_key,
+    )
+    .unwrap();
+    let err = sender::send(send_config(tls, s.rx.addr, "d0", &s.src), Control::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "SMS.0304", "{err}");
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_client_certificate_is_refused() {
+    let s = setup().await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in blockrep::tls::load_certs(&s.pki.files.ca, "CA").unwrap() {
+        roots.add(c).unwrap();
+    }
+    let tls = Arc::new(
+        rustls::ClientConfig::builder_with_provider(blockrep::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let err = sender::send(send_config(tls, s.rx.addr, "d0", &s.src), Control::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "SMS.0304", "{err}");
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+/// Sends raw bytes on the port and expects the receiver to close the connection.
+async fn raw_bytes_are_dropped(bytes: &[u8]) {
+    let s = setup().await;
+    let mut tcp = TcpStream::connect(s.rx.addr).await.unwrap();
+    let _ = tcp.write_all(bytes).await;
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the receiver did not close the connection");
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_on_the_port_is_dropped() {
+    raw_bytes_are_dropped(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plaintext_frames_on_the_port_are_dropped() {
+    // A valid HELLO, but without TLS.
+    let mut buf = BytesMut::new();
+    hello("d0", SIZE).encode(&mut buf);
+    raw_bytes_are_dropped(&buf).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bytes_on_the_port_are_dropped() {
+    let mut junk = vec![0u8; 64 << 10];
+    random_bytes(&mut junk, 77);
+    raw_bytes_are_dropped(&junk).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_larger_than_target_is_sms_1504() {
+    let s = setup().await;
+    let big = s._dir.path().join("big.img");
+    make_image(&big, &[Region::Random(SIZE + 1)], 1);
+    let err = sender::send(
+        send_config(s.pki.client(), s.rx.addr, "d0", &big),
+        Control::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "SMS.1504", "{err}");
+    assert!(err.to_string().contains("smaller"), "{err}");
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_disk_id_is_refused() {
+    let s = setup().await;
+    let err = sender::send(
+        send_config(s.pki.client(), s.rx.addr, "sdz", &s.src),
+        Control::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "SMS.2013", "{err}");
+    assert!(matches!(err, Error::Peer { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("sdz") && err.to_string().contains("d0"),
+        "{err}"
+    );
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test]
+async fn connection_refused_is_sms_1807() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src.img");
+    make_image(&src, &[Region::Random(4096)], 1);
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let err = sender::send(send_config(pki.client(), addr, "d0", &src), Control::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), "SMS.1807", "{err}");
+}
+
+// ---- An authenticated but hostile sender, speaking frames directly. ----
+
+fn hello(id: &str, size: u64) -> Frame {
+    Frame::Hello(Hello {
+        version_min: consts::VERSION_MIN,
+        version_max: consts::VERSION_MAX,
+        session_id: "hostile".into(),
+        agent_version: "test".into(),
+        disks: vec![DiskAnnounce {
+            id: id.into(),
+            size,
+            block_size: 64 << 10,
+        }],
+    })
+}
+
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// Opens an authenticated session that announced disk d0 of `SIZE` bytes.
+async fn hostile_session(s: &Setup) -> Tls {
+    let tcp = TcpStream::connect(s.rx.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(s.pki.client())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    hello("d0", SIZE).encode(&mut buf);
+    tls.write_all(&buf).await.unwrap();
+    match next_frame(&mut tls).await {
+        Some(Frame::Welcome(_)) => tls,
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+}
+
+/// The next frame from the receiver, or None when it closed; bounded in time.
+async fn next_frame(tls: &mut Tls) -> Option<Frame> {
+    let mut buf = BytesMut::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Some(f) = decode(&mut buf).expect("the receiver sends valid frames") {
+                return Some(f);
+            }
+            match tls.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .expect("the receiver answers within 10 s")
+}
+
+/// Sends `bytes` after a valid HELLO; the receiver must answer with ERROR `code`, write
+/// nothing, and serve the next client.
+async fn hostile_bytes_end_the_session(bytes: Vec<u8>, code: &str) {
+    let s = setup().await;
+    let mut tls = hostile_session(&s).await;
+    let _ = tls.write_all(&bytes).await;
+    let _ = tls.flush().await;
+    match next_frame(&mut tls).await {
+        Some(Frame::Error(e)) => assert_eq!(e.code, code, "{}", e.message),
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+    drop(tls);
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+fn data(disk: u16, encoding: Encoding, offset: u64, raw: &[u8], payload: &[u8]) -> Vec<u8> {
+    let digest = blockrep_chunk::digest(raw);
+    let mut v = encode_data_head(
+        disk,
+        encoding,
+        offset,
+        raw.len() as u32,
+        &digest,
+        payload.len(),
+    )
+    .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_with_a_wrong_digest_is_not_written() {
+    let raw = vec![7u8; 4096];
+    let mut frame = data(0, Encoding::Raw, 0, &raw, &raw);
+    let last = frame.len() - 1;
+    frame[last] ^= 1; // the payload no longer matches the digest
+    hostile_bytes_end_the_session(frame, "SMS.2011").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupt_lz4_is_not_written() {
+    let raw = vec![7u8; 4096];
+    hostile_bytes_end_the_session(data(0, Encoding::Lz4, 0, &raw, &[0xff; 64]), "SMS.2009").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_past_the_disk_end_is_not_written() {
+    let raw = vec![7u8; 8192];
+    hostile_bytes_end_the_session(data(0, Encoding::Raw, SIZE - 4096, &raw, &raw), "SMS.2011")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_at_an_overflowing_offset_is_not_written() {
+    let raw = vec![7u8; 4096];
+    hostile_bytes_end_the_session(
+        data(0, Encoding::Raw, u64::MAX - 100, &raw, &raw),
+        "SMS.2011",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunk_for_an_unannounced_disk_is_not_written() {
+    let raw = vec![7u8; 4096];
+    hostile_bytes_end_the_session(data(3, Encoding::Raw, 0, &raw, &raw), "SMS.2011").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_length_field_ends_the_session() {
+    // A DATA header announcing a 4 GiB body: refused from the header alone.
+    let mut frame = vec![0x10, 0, 0, 0];
+    frame.extend_from_slice(&u32::MAX.to_be_bytes());
+    hostile_bytes_end_the_session(frame, "SMS.2011").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_frame_type_ends_the_session() {
+    hostile_bytes_end_the_session(vec![0x42, 0, 0, 0, 0, 0, 0, 0], "SMS.2011").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_hello_ends_the_session() {
+    let mut buf = BytesMut::new();
+    hello("d0", SIZE).encode(&mut buf);
+    hostile_bytes_end_the_session(buf.to_vec(), "SMS.2011").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_with_wrong_counts_ends_the_session() {
+    let mut buf = BytesMut::new();
+    Frame::End(blockrep_proto::End {
+        complete: true,
+        frames: 5,
+        bytes: 5,
+    })
+    .encode(&mut buf);
+    hostile_bytes_end_the_session(buf.to_vec(), "SMS.2011").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn valid_chunks_before_a_bad_one_are_kept_and_acknowledged() {
+    let s = setup().await;
+    let mut tls = hostile_session(&s).await;
+    let good = vec![9u8; 4096];
+    let mut bytes = data(0, Encoding::Raw, 0, &good, &good);
+    let mut bad = data(0, Encoding::Raw, 4096, &good, &good);
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    bytes.extend_from_slice(&bad);
+    tls.write_all(&bytes).await.unwrap();
+    let mut acked = 0;
+    let code = loop {
+        match next_frame(&mut tls).await {
+            Some(Frame::Ack(a)) => acked = a.frames,
+            Some(Frame::Error(e)) => break e.code,
+            other => panic!("expected ACK or ERROR, got {other:?}"),
+        }
+    };
+    assert_eq!(code, "SMS.2011");
+    assert_eq!(acked, 1, "the good chunk is durable and acknowledged");
+    let d = std::fs::read(&s.dst).unwrap();
+    assert!(
+        d[..4096].iter().all(|&b| b == 9),
+        "the good chunk is on disk"
+    );
+    assert!(
+        d[4096..].iter().all(|&b| b == 0xa5),
+        "nothing else was written"
+    );
+    s.rx.stop().await;
+}
