@@ -162,6 +162,8 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         .build()
         .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
     rt.block_on(async move {
+        // Signal handlers first: once "listening" is printed, SIGTERM must mean a clean stop.
+        let shutdown = shutdown_signal()?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::Connect {
@@ -174,7 +176,7 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         // Scripts and tests read this line to learn the port when listening on port 0.
         tracing::info!("listening on {local}");
         eprintln!("blockrep-receiver listening on {local}");
-        let outcome = blockrep::serve(listener, config, shutdown_signal()).await;
+        let outcome = blockrep::serve(listener, config, shutdown).await;
         tracing::info!(
             succeeded = outcome.succeeded,
             failed = outcome.failed,
@@ -199,15 +201,17 @@ fn run(args: Args) -> Result<ExitCode, Error> {
     })
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on either.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Error> {
     use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        }
-        _ => std::future::pending().await,
-    }
+    let install = |kind| {
+        signal(kind).map_err(|e| Error::Config(format!("cannot install a signal handler: {e}")))
+    };
+    let (mut term, mut int) = (
+        install(SignalKind::terminate())?,
+        install(SignalKind::interrupt())?,
+    );
+    Ok(async move {
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+    })
 }

@@ -1,0 +1,1260 @@
+//! End-to-end tests of the two binaries as users and scripts run them: real processes, real
+//! TLS on 127.0.0.1, real files, certificates made by the `openssl` command line and by
+//! `blockrep certs`. Each test checks exit codes, the one-line `error SMS.xxxx: ...` shape on
+//! stderr and the bytes on the target.
+//!
+//! Nothing here sleeps to wait for something: the receiver's port comes from its
+//! `blockrep-receiver listening on ADDR` line, exits are polled with a deadline, and every
+//! child process is killed by a guard when a test fails.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver as LineRx, RecvTimeoutError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use serde_json::Value;
+
+const SEND: &str = env!("CARGO_BIN_EXE_blockrep");
+const RECEIVER: &str = env!("CARGO_BIN_EXE_blockrep-receiver");
+
+/// How long any one process may take before the test gives up on it.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
+/// How long a receiver may take to say where it listens.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// Between two `try_wait` polls.
+const POLL: Duration = Duration::from_millis(10);
+/// Size of the test images: a few MiB, not a multiple of any block size.
+const IMAGE_SIZE: usize = 3 * 1024 * 1024 + 12_345;
+/// What a target holds before a transfer, so untouched and overwritten targets differ.
+const TARGET_FILL: u8 = 0xEE;
+
+// ---------------------------------------------------------------------------------------------
+// Processes
+// ---------------------------------------------------------------------------------------------
+
+/// A child process that is killed and reaped when dropped, whatever happened to the test.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `child` until it exits or `deadline` passes (then kills it and panics).
+fn wait_exit(child: &mut Child, deadline: Duration, what: &str) -> ExitStatus {
+    let start = Instant::now();
+    let max_polls = deadline.as_millis() / POLL.as_millis() + 1;
+    for _ in 0..max_polls {
+        match child.try_wait() {
+            Ok(Some(status)) => return status,
+            Ok(None) => {}
+            Err(e) => panic!("{what}: try_wait failed: {e}"),
+        }
+        if start.elapsed() >= deadline {
+            break;
+        }
+        thread::sleep(POLL);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{what} did not exit within {} s", deadline.as_secs());
+}
+
+/// Reads a pipe to its end on a thread.
+fn slurp(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = pipe.read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
+    })
+}
+
+/// What a finished command did.
+#[derive(Debug)]
+struct Output {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to its end, bounded by [`PROCESS_DEADLINE`].
+fn run(cmd: &mut Command) -> Output {
+    let what = format!("{cmd:?}");
+    let mut child = ChildGuard(
+        cmd.env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {what}: {e}")),
+    );
+    let stdout = slurp(child.0.stdout.take().expect("piped stdout"));
+    let stderr = slurp(child.0.stderr.take().expect("piped stderr"));
+    let status = wait_exit(&mut child.0, PROCESS_DEADLINE, &what);
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout reader"),
+        stderr: stderr.join().expect("stderr reader"),
+    }
+}
+
+/// Runs a command that must succeed (a tool such as openssl, or a blockrep step that is set-up
+/// rather than the thing under test).
+fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out
+}
+
+/// A running `blockrep-receiver`, its address, and its stderr lines as they come.
+struct Receiver {
+    child: ChildGuard,
+    addr: String,
+    lines: LineRx<String>,
+    seen: Vec<String>,
+}
+
+impl Receiver {
+    /// Starts a receiver with `args` plus `--listen 127.0.0.1:0` (unless `listen` is false:
+    /// then the arguments or a config file must say where) and waits for its listening line.
+    fn start(args: &[&str], listen: bool) -> Self {
+        let mut cmd = Command::new(RECEIVER);
+        if listen {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = ChildGuard(
+            cmd.spawn()
+                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
+        );
+        let stderr = child.0.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut receiver = Self {
+            child,
+            addr: String::new(),
+            lines,
+            seen: Vec::new(),
+        };
+        let start = Instant::now();
+        // Bounded by the deadline, and by the lines a starting receiver may print.
+        for _ in 0..10_000 {
+            let left = STARTUP_DEADLINE.saturating_sub(start.elapsed());
+            match receiver.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let addr = line
+                        .strip_prefix("blockrep-receiver listening on ")
+                        .map(str::trim);
+                    receiver.seen.push(line.clone());
+                    if let Some(addr) = addr {
+                        addr.clone_into(&mut receiver.addr);
+                        return receiver;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => break,
+                Err(RecvTimeoutError::Disconnected) => {
+                    let status = wait_exit(&mut receiver.child.0, PROCESS_DEADLINE, "receiver");
+                    panic!(
+                        "the receiver exited ({status}) before listening:\n{}",
+                        receiver.seen.join("\n")
+                    );
+                }
+            }
+        }
+        panic!(
+            "the receiver did not say where it listens within {} s:\n{}",
+            STARTUP_DEADLINE.as_secs(),
+            receiver.seen.join("\n")
+        );
+    }
+
+    /// True while the process runs.
+    fn is_running(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(None))
+    }
+
+    /// Waits for the receiver to exit on its own; returns its status and all its stderr lines.
+    fn wait(mut self) -> (ExitStatus, Vec<String>) {
+        let status = wait_exit(&mut self.child.0, PROCESS_DEADLINE, "receiver");
+        // The pipe closes with the process; the deadline only guards against a stray holder.
+        let start = Instant::now();
+        for _ in 0..100_000 {
+            let left = Duration::from_secs(10).saturating_sub(start.elapsed());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(_) => break,
+            }
+        }
+        (status, std::mem::take(&mut self.seen))
+    }
+
+    fn pid(&self) -> i32 {
+        i32::try_from(self.child.0.id()).expect("pid fits i32")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------
+
+/// A disk image that looks like a real disk: random (incompressible) data, text, long zero
+/// runs (whole zero chunks at every block size), and an odd length.
+fn make_image(path: &Path, size: usize, seed: u64) -> Vec<u8> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut data = vec![0u8; size];
+    let mib = 1024 * 1024;
+    // [0, 1 MiB): random.
+    rng.fill_bytes(&mut data[..mib.min(size)]);
+    // [1 MiB, 2 MiB): text.
+    let text = b"Block-level replication copies every used block of the source disk; \
+                 lines of text like this one compress well with lz4.\n";
+    for (i, b) in data[mib.min(size)..(2 * mib).min(size)]
+        .iter_mut()
+        .enumerate()
+    {
+        *b = text[i % text.len()];
+    }
+    // [2 MiB, 2.5 MiB): zeros (already). [2.5 MiB, 2.75 MiB): random. Then zeros, then a
+    // random tail that ends mid-block.
+    let a = (2 * mib + mib / 2).min(size);
+    let b = (2 * mib + 3 * mib / 4).min(size);
+    rng.fill_bytes(&mut data[a..b]);
+    let tail = size.saturating_sub(20_000);
+    rng.fill_bytes(&mut data[tail..]);
+    fs::write(path, &data).expect("write the source image");
+    data
+}
+
+/// A target of `size` bytes holding [`TARGET_FILL`]; returns its content.
+fn make_target(path: &Path, size: usize) -> Vec<u8> {
+    let data = vec![TARGET_FILL; size];
+    fs::write(path, &data).expect("write the target image");
+    data
+}
+
+/// Asserts the file at `path` holds exactly `expected`, naming the first difference.
+fn assert_file_is(path: &Path, expected: &[u8], what: &str) {
+    let actual = fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    assert_eq!(
+        actual.len(),
+        expected.len(),
+        "{what}: {} has {} bytes, expected {}",
+        path.display(),
+        actual.len(),
+        expected.len()
+    );
+    if let Some(at) = actual.iter().zip(expected).position(|(a, b)| a != b) {
+        panic!(
+            "{what}: {} differs first at offset {at} (0x{:02x}, expected 0x{:02x})",
+            path.display(),
+            actual[at],
+            expected[at]
+        );
+    }
+}
+
+/// Asserts stderr is exactly one line, `error CODE: <something>`, and returns it.
+fn assert_error_line(stderr: &str, code: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "expected exactly one line on stderr (error {code}: ...), got {}:\n{stderr}",
+        lines.len()
+    );
+    let prefix = format!("error {code}: ");
+    assert!(
+        lines[0].starts_with(&prefix) && lines[0].len() > prefix.len(),
+        "expected a line starting {prefix:?} with a reason, got {:?}",
+        lines[0]
+    );
+    assert!(
+        !lines[0].chars().any(char::is_control),
+        "the error line holds control characters: {:?}",
+        lines[0]
+    );
+    lines[0].to_owned()
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates
+// ---------------------------------------------------------------------------------------------
+
+/// The files of a CA, a server and a client certificate.
+#[derive(Clone)]
+struct Pki {
+    ca: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    client_cert: PathBuf,
+    client_key: PathBuf,
+}
+
+/// `blockrep certs --out DIR`.
+fn blockrep_certs(dir: &Path) -> Pki {
+    let out = run_ok(Command::new(SEND).args(["certs", "--out", p(dir)]));
+    assert!(
+        out.stderr.is_empty(),
+        "certs wrote to stderr: {}",
+        out.stderr
+    );
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
+    for f in [
+        &pki.ca,
+        &pki.server_cert,
+        &pki.server_key,
+        &pki.client_cert,
+        &pki.client_key,
+    ] {
+        assert!(f.is_file(), "blockrep certs did not write {}", f.display());
+    }
+    pki
+}
+
+/// Key types and PEM forms, as `openssl` writes them.
+#[derive(Clone, Copy, Debug)]
+enum KeyKind {
+    /// RSA 2048, PKCS#1 (`BEGIN RSA PRIVATE KEY`).
+    RsaPkcs1,
+    /// EC P-256, SEC1 (`BEGIN EC PRIVATE KEY`).
+    EcSec1,
+    /// RSA 2048, PKCS#8 (`BEGIN PRIVATE KEY`).
+    RsaPkcs8,
+    /// EC P-256, PKCS#8 (`BEGIN PRIVATE KEY`).
+    EcPkcs8,
+}
+
+fn openssl() -> Command {
+    let mut cmd = Command::new("openssl");
+    // No user or system configuration changes what these commands produce.
+    cmd.env_remove("OPENSSL_CONF");
+    cmd
+}
+
+fn openssl_key(path: &Path, kind: KeyKind) {
+    let mut cmd = openssl();
+    let header = match kind {
+        KeyKind::RsaPkcs1 => {
+            cmd.args(["genrsa", "-traditional", "-out", p(path), "2048"]);
+            "-----BEGIN RSA PRIVATE KEY-----"
+        }
+        KeyKind::EcSec1 => {
+            cmd.args([
+                "ecparam",
+                "-genkey",
+                "-name",
+                "prime256v1",
+                "-noout",
+                "-out",
+                p(path),
+            ]);
+            "-----BEGIN EC PRIVATE KEY-----"
+        }
+        KeyKind::RsaPkcs8 => {
+            cmd.args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+                "-out",
+                p(path),
+            ]);
+            "-----BEGIN PRIVATE KEY-----"
+        }
+        KeyKind::EcPkcs8 => {
+            cmd.args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                p(path),
+            ]);
+            "-----BEGIN PRIVATE KEY-----"
+        }
+    };
+    run_ok(&mut cmd);
+    let pem = fs::read_to_string(path).expect("read the key openssl wrote");
+    assert!(
+        pem.starts_with(header),
+        "openssl wrote a {kind:?} key that does not start with {header}:\n{}",
+        pem.lines().next().unwrap_or("")
+    );
+}
+
+/// Makes a CA and a server and a client certificate with the openssl command line, each key
+/// of the kind asked, with X.509 v3 extensions given by `-extfile`.
+fn openssl_pki(dir: &Path, ca_kind: KeyKind, server_kind: KeyKind, client_kind: KeyKind) -> Pki {
+    fs::create_dir_all(dir).expect("create the PKI directory");
+    let f = |name: &str| dir.join(name);
+    fs::write(
+        f("ca.ext"),
+        "basicConstraints=critical,CA:TRUE\n\
+         keyUsage=critical,keyCertSign,cRLSign\n\
+         subjectKeyIdentifier=hash\n",
+    )
+    .expect("write ca.ext");
+    fs::write(
+        f("server.ext"),
+        "basicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1,DNS:localhost\n\
+         subjectKeyIdentifier=hash\n\
+         authorityKeyIdentifier=keyid\n",
+    )
+    .expect("write server.ext");
+    fs::write(
+        f("client.ext"),
+        "basicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\n\
+         extendedKeyUsage=clientAuth\n\
+         subjectKeyIdentifier=hash\n\
+         authorityKeyIdentifier=keyid\n",
+    )
+    .expect("write client.ext");
+
+    // The CA: a request self-signed by `x509 -req`, so its extensions come from ca.ext.
+    openssl_key(&f("ca.key"), ca_kind);
+    run_ok(openssl().args([
+        "req",
+        "-new",
+        "-key",
+        p(&f("ca.key")),
+        "-subj",
+        "/O=blockrep tests/CN=openssl test CA",
+        "-out",
+        p(&f("ca.csr")),
+    ]));
+    run_ok(openssl().args([
+        "x509",
+        "-req",
+        "-in",
+        p(&f("ca.csr")),
+        "-signkey",
+        p(&f("ca.key")),
+        "-sha256",
+        "-days",
+        "30",
+        "-set_serial",
+        "1",
+        "-extfile",
+        p(&f("ca.ext")),
+        "-out",
+        p(&f("ca.pem")),
+    ]));
+
+    for (name, kind, serial) in [("server", server_kind, "2"), ("client", client_kind, "3")] {
+        let key = f(&format!("{name}.key"));
+        let csr = f(&format!("{name}.csr"));
+        openssl_key(&key, kind);
+        run_ok(openssl().args([
+            "req",
+            "-new",
+            "-key",
+            p(&key),
+            "-subj",
+            &format!("/O=blockrep tests/CN=openssl test {name}"),
+            "-out",
+            p(&csr),
+        ]));
+        run_ok(openssl().args([
+            "x509",
+            "-req",
+            "-in",
+            p(&csr),
+            "-CA",
+            p(&f("ca.pem")),
+            "-CAkey",
+            p(&f("ca.key")),
+            "-set_serial",
+            serial,
+            "-sha256",
+            "-days",
+            "30",
+            "-extfile",
+            p(&f(&format!("{name}.ext"))),
+            "-out",
+            p(&f(&format!("{name}.pem"))),
+        ]));
+    }
+    // openssl itself agrees the chain is sound, so a refusal below is blockrep's.
+    run_ok(openssl().args([
+        "verify",
+        "-CAfile",
+        p(&f("ca.pem")),
+        "-purpose",
+        "sslserver",
+        p(&f("server.pem")),
+    ]));
+    run_ok(openssl().args([
+        "verify",
+        "-CAfile",
+        p(&f("ca.pem")),
+        "-purpose",
+        "sslclient",
+        p(&f("client.pem")),
+    ]));
+    Pki {
+        ca: f("ca.pem"),
+        server_cert: f("server.pem"),
+        server_key: f("server.key"),
+        client_cert: f("client.pem"),
+        client_key: f("client.key"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two commands
+// ---------------------------------------------------------------------------------------------
+
+/// Receiver arguments for `pki` and `disks` (`ID=PATH`), plus `extra`.
+fn receiver_args(pki: &Pki, disks: &[String], extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--cert".into(),
+        p(&pki.server_cert).into(),
+        "--key".into(),
+        p(&pki.server_key).into(),
+        "--client-ca".into(),
+        p(&pki.ca).into(),
+    ];
+    for d in disks {
+        args.push("--disk".into());
+        args.push(d.clone());
+    }
+    args.extend(extra.iter().map(ToString::to_string));
+    args
+}
+
+fn start_receiver(pki: &Pki, disks: &[String], extra: &[&str]) -> Receiver {
+    let args = receiver_args(pki, disks, extra);
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Receiver::start(&refs, true)
+}
+
+/// How a sender authenticates: trusted CA, client certificate and key.
+struct ClientAuth<'a> {
+    ca: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+impl<'a> ClientAuth<'a> {
+    fn of(pki: &'a Pki) -> Self {
+        Self {
+            ca: &pki.ca,
+            cert: &pki.client_cert,
+            key: &pki.client_key,
+        }
+    }
+}
+
+/// `blockrep send --to ADDR <auth> --disk ... --mode full <extra>`.
+fn send(to: &str, auth: &ClientAuth<'_>, disks: &[String], extra: &[&str]) -> Output {
+    let mut cmd = Command::new(SEND);
+    cmd.args([
+        "send",
+        "--to",
+        to,
+        "--ca",
+        p(auth.ca),
+        "--cert",
+        p(auth.cert),
+        "--key",
+        p(auth.key),
+        "--mode",
+        "full",
+    ]);
+    for d in disks {
+        cmd.args(["--disk", d]);
+    }
+    cmd.args(extra);
+    run(&mut cmd)
+}
+
+fn disk(id: &str, path: &Path) -> String {
+    format!("{id}={}", p(path))
+}
+
+/// Asserts a send succeeded: exit 0, nothing but progress on stderr.
+fn assert_sent(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: send failed with {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// One full replication with `pki` to a `--once` receiver: both exit 0, target identical.
+fn replicate_once(dir: &Path, pki: &Pki, seed: u64, extra_send: &[&str]) -> Output {
+    fs::create_dir_all(dir).expect("create the work directory");
+    let source = dir.join("source.img");
+    let target = dir.join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, seed);
+    make_target(&target, IMAGE_SIZE);
+    let receiver = start_receiver(pki, &[disk("d0", &target)], &["--once"]);
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(pki),
+        &[disk("d0", &source)],
+        extra_send,
+    );
+    assert_sent(&out, "replication");
+    let (status, lines) = receiver.wait();
+    assert!(
+        status.success(),
+        "the --once receiver exited with {status} after a successful session:\n{}",
+        lines.join("\n")
+    );
+    assert_file_is(&target, &data, "target after replication");
+    out
+}
+
+/// Checks `--progress json` output: progress objects with the service's field names, then a
+/// summary that says the transfer is complete.
+fn assert_json_progress(stdout: &str, total: u64) {
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(
+        lines.len() >= 2,
+        "expected progress lines and a summary on stdout, got:\n{stdout}"
+    );
+    let (summary, progress) = lines.split_last().expect("at least two lines");
+    for line in progress {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("a progress line is not JSON ({e}): {line}"));
+        assert_eq!(
+            v["subtask_name"], "MIGRATE_LINUX_BLOCK",
+            "subtask_name in {line}"
+        );
+        for field in [
+            "progress",
+            "replicatesize",
+            "totalsize",
+            "migrate_speed",
+            "compress_rate",
+            "remain_time",
+        ] {
+            assert!(
+                v[field].is_number(),
+                "{field} missing or not a number in {line}"
+            );
+        }
+        let pct = v["progress"].as_f64().expect("progress is a number");
+        assert!((0.0..=100.0).contains(&pct), "progress {pct} in {line}");
+        let done = v["replicatesize"].as_u64().expect("replicatesize is a u64");
+        let size = v["totalsize"].as_u64().expect("totalsize is a u64");
+        assert!(done <= size, "replicatesize > totalsize in {line}");
+        assert!(
+            size == total || size == 0,
+            "totalsize {size} is neither the plan ({total}) nor 0 in {line}"
+        );
+    }
+    let last: Value = serde_json::from_str(progress.last().expect("a progress line"))
+        .expect("the last progress line is JSON");
+    assert_eq!(last["replicatesize"].as_u64(), Some(total), "final {last}");
+    assert_eq!(last["progress"].as_f64(), Some(100.0), "final {last}");
+
+    let s: Value = serde_json::from_str(summary)
+        .unwrap_or_else(|e| panic!("the summary line is not JSON ({e}): {summary}"));
+    let s = s
+        .get("summary")
+        .unwrap_or_else(|| panic!("the last line is not {{\"summary\":...}}: {summary}"));
+    assert_eq!(s["complete"], true, "summary: {summary}");
+    assert_eq!(s["total_bytes"].as_u64(), Some(total), "summary: {summary}");
+    assert_eq!(s["acked_bytes"].as_u64(), Some(total), "summary: {summary}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn openssl_made_certificates_work() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let variants = [
+        // RSA PKCS#1 on the receiver's side, EC SEC1 on the agent's.
+        (
+            "rsa-server",
+            KeyKind::RsaPkcs1,
+            KeyKind::RsaPkcs1,
+            KeyKind::EcSec1,
+        ),
+        // And the other way round, with an EC CA.
+        (
+            "ec-server",
+            KeyKind::EcSec1,
+            KeyKind::EcSec1,
+            KeyKind::RsaPkcs1,
+        ),
+        // PKCS#8 keys, as `openssl genpkey` writes them.
+        (
+            "pkcs8",
+            KeyKind::EcPkcs8,
+            KeyKind::RsaPkcs8,
+            KeyKind::EcPkcs8,
+        ),
+    ];
+    for (i, (name, ca, server, client)) in variants.into_iter().enumerate() {
+        let dir = tmp.path().join(name);
+        let pki = openssl_pki(&dir.join("pki"), ca, server, client);
+        let block_size = if i == 1 { "64KiB" } else { "1MiB" };
+        let out = replicate_once(
+            &dir.join("work"),
+            &pki,
+            10 + i as u64,
+            &["--progress", "json", "--block-size", block_size],
+        );
+        assert_json_progress(&out.stdout, IMAGE_SIZE as u64);
+    }
+}
+
+#[test]
+fn certs_command_makes_a_working_pair() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    // The host part of --to (127.0.0.1) is the name checked.
+    replicate_once(&tmp.path().join("by-ip"), &pki, 20, &["--progress", "none"]);
+    // An explicit --server-name.
+    replicate_once(
+        &tmp.path().join("by-name"),
+        &pki,
+        21,
+        &["--progress", "none", "--server-name", "localhost"],
+    );
+}
+
+#[test]
+fn connection_refused_is_sms_1807() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    make_image(&source, 64 * 1024, 30);
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        l.local_addr().expect("local addr").port()
+    };
+    let out = send(
+        &format!("127.0.0.1:{port}"),
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert!(!out.status.success(), "send to a closed port succeeded");
+    assert_error_line(&out.stderr, "SMS.1807");
+}
+
+#[test]
+fn wrong_ca_is_sms_0304() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let other = blockrep_certs(&tmp.path().join("other"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, 40);
+    let before = make_target(&target, IMAGE_SIZE);
+    let mut receiver = start_receiver(&pki, &[disk("d0", &target)], &["--once"]);
+
+    // The sender trusts another CA than the one that issued the receiver's certificate.
+    let bad = ClientAuth {
+        ca: &other.ca,
+        cert: &pki.client_cert,
+        key: &pki.client_key,
+    };
+    let out = send(
+        &receiver.addr,
+        &bad,
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert!(
+        !out.status.success(),
+        "a sender trusting the wrong CA succeeded"
+    );
+    assert_error_line(&out.stderr, "SMS.0304");
+    assert_file_is(&target, &before, "target after a refused handshake");
+    assert!(
+        receiver.is_running(),
+        "a --once receiver exited after a failed handshake (no session was opened)"
+    );
+
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "proper client after a refused one");
+    let (status, lines) = receiver.wait();
+    assert!(status.success(), "receiver: {status}\n{}", lines.join("\n"));
+    assert_file_is(&target, &data, "target after the proper client");
+}
+
+#[test]
+fn client_from_another_ca_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let other = blockrep_certs(&tmp.path().join("other"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, 50);
+    let before = make_target(&target, IMAGE_SIZE);
+    let mut receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+
+    // The sender trusts the right CA, but its own certificate comes from another one.
+    let bad = ClientAuth {
+        ca: &pki.ca,
+        cert: &other.client_cert,
+        key: &other.client_key,
+    };
+    let out = send(
+        &receiver.addr,
+        &bad,
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert!(
+        !out.status.success(),
+        "a client certificate from another CA was accepted"
+    );
+    assert_error_line(&out.stderr, "SMS.0304");
+    assert_file_is(&target, &before, "target after a refused client");
+    assert!(
+        receiver.is_running(),
+        "the receiver died after a refused client"
+    );
+
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "proper client after a refused one");
+    assert_file_is(&target, &data, "target after the proper client");
+    assert!(receiver.is_running(), "a receiver without --once exited");
+    // The guard kills it.
+}
+
+#[test]
+fn bad_key_file_is_sms_3301() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    make_image(&source, 64 * 1024, 60);
+    let garbage = tmp.path().join("garbage.key");
+    let mut junk = vec![0u8; 2048];
+    StdRng::seed_from_u64(61).fill_bytes(&mut junk);
+    fs::write(&garbage, &junk).expect("write garbage");
+    let missing = tmp.path().join("does-not-exist.key");
+    // Not a key at all, but a certificate: a file with PEM, of the wrong kind.
+    let cert_as_key = pki.client_cert.clone();
+
+    // Nothing listens there: the key must be refused before any connection is tried.
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+        l.local_addr().expect("local addr").port()
+    };
+    for key in [&missing, &garbage, &cert_as_key] {
+        let auth = ClientAuth {
+            ca: &pki.ca,
+            cert: &pki.client_cert,
+            key,
+        };
+        let out = send(
+            &format!("127.0.0.1:{port}"),
+            &auth,
+            &[disk("d0", &source)],
+            &["--progress", "none"],
+        );
+        assert!(
+            !out.status.success(),
+            "send with key {} succeeded",
+            key.display()
+        );
+        let line = assert_error_line(&out.stderr, "SMS.3301");
+        assert!(
+            line.contains(p(key)),
+            "the error does not name the key file {}: {line}",
+            key.display()
+        );
+    }
+
+    // The receiver refuses to start with such a key, too.
+    let target = tmp.path().join("target.img");
+    make_target(&target, 64 * 1024);
+    for key in [&missing, &garbage] {
+        let out = run(Command::new(RECEIVER).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--cert",
+            p(&pki.server_cert),
+            "--key",
+            p(key),
+            "--client-ca",
+            p(&pki.ca),
+            "--disk",
+            &disk("d0", &target),
+        ]));
+        assert!(
+            !out.status.success(),
+            "receiver started with key {}",
+            key.display()
+        );
+        assert_error_line(&out.stderr, "SMS.3301");
+    }
+}
+
+#[test]
+fn source_larger_than_target_is_sms_1504() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    make_image(&source, IMAGE_SIZE, 70);
+    let before = make_target(&target, IMAGE_SIZE - 4096);
+    let mut receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert!(
+        !out.status.success(),
+        "a source larger than its target was sent"
+    );
+    assert_error_line(&out.stderr, "SMS.1504");
+    assert_file_is(&target, &before, "a target smaller than its source");
+    assert!(
+        receiver.is_running(),
+        "the receiver died after refusing a session"
+    );
+
+    // The next proper client, with a source that fits, is served.
+    let fits = tmp.path().join("fits.img");
+    let data = make_image(&fits, IMAGE_SIZE - 4096, 71);
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &fits)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "a source as large as its target");
+    assert_file_is(&target, &data, "target after a source that fits");
+}
+
+#[test]
+fn unknown_disk_id_is_sms_2013() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, 80);
+    let before = make_target(&target, IMAGE_SIZE);
+    let mut receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d9", &source)],
+        &["--progress", "none"],
+    );
+    assert!(
+        !out.status.success(),
+        "a disk id the receiver does not know was sent"
+    );
+    let line = assert_error_line(&out.stderr, "SMS.2013");
+    assert!(
+        line.contains("d9"),
+        "the error does not name the disk id: {line}"
+    );
+    assert_file_is(&target, &before, "target after an unknown disk id");
+
+    // Naming a known and an unknown disk in one session is refused as a whole.
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source), disk("d9", &source)],
+        &["--progress", "none"],
+    );
+    assert!(
+        !out.status.success(),
+        "a session with an unknown disk id ran"
+    );
+    assert_error_line(&out.stderr, "SMS.2013");
+    assert_file_is(
+        &target,
+        &before,
+        "target after a session with an unknown disk id",
+    );
+
+    assert!(
+        receiver.is_running(),
+        "the receiver died after refusing a session"
+    );
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "proper client after refused sessions");
+    assert_file_is(&target, &data, "target after the proper client");
+}
+
+#[test]
+fn receiver_once_exit_codes() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, 90);
+    let before = make_target(&target, IMAGE_SIZE);
+
+    // A refused session: the receiver exits non-zero and says why on its last line.
+    let receiver = start_receiver(&pki, &[disk("d0", &target)], &["--once"]);
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("nope", &source)],
+        &["--progress", "none"],
+    );
+    assert!(!out.status.success());
+    assert_error_line(&out.stderr, "SMS.2013");
+    let (status, lines) = receiver.wait();
+    assert!(
+        !status.success(),
+        "a --once receiver exited 0 after a refused session:\n{}",
+        lines.join("\n")
+    );
+    let last = lines.last().map_or("", String::as_str);
+    assert!(
+        last.starts_with("error SMS.2013: "),
+        "the receiver's last stderr line is not the session's error: {last:?}\n{}",
+        lines.join("\n")
+    );
+    assert_file_is(&target, &before, "target after a refused --once session");
+
+    // A successful session: exit 0.
+    let receiver = start_receiver(&pki, &[disk("d0", &target)], &["--once"]);
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "--once session");
+    let (status, lines) = receiver.wait();
+    assert!(
+        status.success(),
+        "a --once receiver exited {status} after a successful session:\n{}",
+        lines.join("\n")
+    );
+    assert_file_is(&target, &data, "target after a --once session");
+}
+
+/// Sends SIGTERM to a receiver and asserts it exits 0 within the bound.
+fn terminate(receiver: Receiver) {
+    // SAFETY: kill(2) on our own child's pid, which the guard has not reaped yet.
+    let rc = unsafe { libc::kill(receiver.pid(), libc::SIGTERM) };
+    assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
+    let (status, lines) = receiver.wait();
+    assert!(
+        status.success(),
+        "the receiver exited with {status} on SIGTERM:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn receiver_sigterm_exits_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let target = tmp.path().join("target.img");
+    make_target(&target, 64 * 1024);
+    // SIGTERM as soon as the receiver says it is ready, as a script or service manager would;
+    // several times, since a missing handler only shows when the signal wins the race.
+    for _ in 0..20 {
+        let mut receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+        assert!(receiver.is_running());
+        terminate(receiver);
+    }
+}
+
+#[test]
+fn receiver_sigterm_after_a_session_exits_zero() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, 100);
+    make_target(&target, IMAGE_SIZE);
+    let mut receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+    // A whole session proves the serve loop (and so its signal handler) is running.
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "send before SIGTERM");
+    assert_file_is(&target, &data, "target before SIGTERM");
+    assert!(receiver.is_running(), "a receiver without --once exited");
+    terminate(receiver);
+    assert_file_is(&target, &data, "target after SIGTERM");
+}
+
+#[test]
+fn help_answers_questions() {
+    let top = run_ok(Command::new(SEND).arg("--help"));
+    for word in ["send", "certs"] {
+        assert!(
+            top.stdout.contains(word),
+            "blockrep --help does not mention {word}:\n{}",
+            top.stdout
+        );
+    }
+    let send_help = run_ok(Command::new(SEND).args(["send", "--help"]));
+    for flag in [
+        "--to",
+        "--ca",
+        "--cert",
+        "--key",
+        "--server-name",
+        "--disk",
+        "--mode",
+        "--block-size",
+        "--session",
+        "--progress",
+    ] {
+        assert!(
+            send_help.stdout.contains(flag),
+            "blockrep send --help does not mention {flag}:\n{}",
+            send_help.stdout
+        );
+    }
+    let recv_help = run_ok(Command::new(RECEIVER).arg("--help"));
+    for flag in [
+        "--config",
+        "--listen",
+        "--cert",
+        "--key",
+        "--client-ca",
+        "--disk",
+        "--state-dir",
+        "--once",
+    ] {
+        assert!(
+            recv_help.stdout.contains(flag),
+            "blockrep-receiver --help does not mention {flag}:\n{}",
+            recv_help.stdout
+        );
+    }
+}
+
+#[test]
+fn receiver_config_file() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let source = tmp.path().join("source.img");
+    let target = tmp.path().join("target.img");
+    let data = make_image(&source, IMAGE_SIZE, 120);
+    make_target(&target, IMAGE_SIZE);
+    let state = tmp.path().join("state");
+    let config = tmp.path().join("receiver.toml");
+    // TOML basic strings: the temporary paths hold no quotes or backslashes.
+    fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\
+             cert = \"{}\"\n\
+             key = \"{}\"\n\
+             client_ca = \"{}\"\n\
+             state_dir = \"{}\"\n\
+             [disks]\n\
+             d0 = \"{}\"\n",
+            p(&pki.server_cert),
+            p(&pki.server_key),
+            p(&pki.ca),
+            p(&state),
+            p(&target)
+        ),
+    )
+    .expect("write the config file");
+    let receiver = Receiver::start(&["--config", p(&config), "--once"], false);
+    assert!(
+        receiver.addr.starts_with("127.0.0.1:"),
+        "the receiver ignored listen from the config: {}",
+        receiver.addr
+    );
+    assert!(state.is_dir(), "state_dir from the config was not created");
+    let out = send(
+        &receiver.addr,
+        &ClientAuth::of(&pki),
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "send to a receiver configured by file");
+    let (status, lines) = receiver.wait();
+    assert!(status.success(), "receiver: {status}\n{}", lines.join("\n"));
+    assert_file_is(&target, &data, "target of a receiver configured by file");
+}
+
+#[test]
+fn missing_target_disk_fails_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let missing = tmp.path().join("nonexistent.img");
+    let args = receiver_args(&pki, &[disk("d0", &missing)], &["--listen", "127.0.0.1:0"]);
+    let out = run(Command::new(RECEIVER).args(&args));
+    assert!(
+        !out.status.success(),
+        "the receiver started with a missing target disk"
+    );
+    let line = assert_error_line(&out.stderr, "SMS.2013");
+    assert!(
+        line.contains(p(&missing)),
+        "the error does not name the missing path: {line}"
+    );
+    assert!(!missing.exists(), "the receiver created the missing target");
+}
