@@ -66,6 +66,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// Reads and discards whatever the peer still sends, until it closes or `limit` passes.
+    /// Closing a socket with unread input makes the kernel send a reset, which can destroy
+    /// the last frames we wrote (an ERROR saying why) before the peer reads them.
+    pub async fn drain(&mut self, limit: std::time::Duration) {
+        self.buf.clear();
+        let mut scratch = [0u8; 16 * 1024];
+        let _ = tokio::time::timeout(limit, async {
+            while let Ok(n) = self.inner.read(&mut scratch).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
 /// Writes one frame and flushes it.
 pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &Frame) -> std::io::Result<()> {
     let mut buf = BytesMut::with_capacity(frame.encoded_len());

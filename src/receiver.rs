@@ -30,6 +30,9 @@ use crate::Error;
 /// Unsynced bytes after which the writer syncs and acknowledges even while data keeps coming.
 /// Below the sender's default window, so a sender never waits on a batch that cannot fill.
 const SYNC_BATCH: u64 = 32 << 20;
+/// How long a failed session keeps reading (and discarding) after its ERROR, so the sender
+/// gets to read the ERROR instead of a connection reset.
+const LINGER: Duration = Duration::from_secs(2);
 /// DATA frames queued between a connection's reader and its writer thread.
 const WRITE_QUEUE: usize = 16;
 
@@ -282,6 +285,9 @@ async fn handle_connection(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(5), wr.shutdown()).await;
+    if result.is_err() {
+        reader.drain(LINGER).await;
+    }
     Some(result)
 }
 

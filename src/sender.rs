@@ -470,7 +470,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
     config.validate()?;
     let started = Instant::now();
     if config.mode == Mode::Used {
-        info!("used-block maps are not available in this version: reading every block (as --mode full)");
+        warn!("--mode used: used-block maps are not available in this version yet; reading every block (as --mode full)");
     }
     let mut sources = Vec::with_capacity(config.disks.len());
     for spec in &config.disks {
@@ -714,8 +714,40 @@ fn on_frame(
     }
 }
 
+/// Streams every encoded chunk. After a failed write the receiver has usually said why before
+/// it closed: prefer its ERROR (and take its last ACKs) to a bare "broken pipe".
 #[allow(clippy::too_many_arguments)]
 async fn stream_chunks(
+    session: &mut SenderSession,
+    wr: &mut Writer,
+    enc_rx: &mut mpsc::Receiver<Encoded>,
+    frames_rx: &mut FrameRx,
+    window: &Window,
+    control: &Control,
+    raw_pool: &Pool,
+    lz4_pool: &Pool,
+    config: &SendConfig,
+) -> Result<(), Error> {
+    let result = stream_loop(
+        session, wr, enc_rx, frames_rx, window, control, raw_pool, lz4_pool, config,
+    )
+    .await;
+    let Err(fallback @ Error::Transport(_)) = result else {
+        return result;
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while let Ok(Some(frame)) = tokio::time::timeout_at(deadline, frames_rx.recv()).await {
+        match on_frame(session, frame, window, &control.progress, &config.target) {
+            Ok(_) => continue,
+            Err(e @ Error::Peer { .. }) => return Err(e),
+            Err(_) => break,
+        }
+    }
+    Err(fallback)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_loop(
     session: &mut SenderSession,
     wr: &mut Writer,
     enc_rx: &mut mpsc::Receiver<Encoded>,

@@ -27,12 +27,18 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tune: impl FnOnce(&mut blockrep::ReceiverConfig)) -> Setup {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
     make_image(&src, &[Region::Random(MIB), Region::Text(MIB + 4096)], 5);
     make_target(&dst, SIZE);
-    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    let mut config = receiver_config(&pki, &[("d0", &dst)]);
+    tune(&mut config);
+    let rx = Receiver::start(config).await;
     Setup {
         pki,
         _dir: dir,
@@ -419,4 +425,117 @@ async fn valid_chunks_before_a_bad_one_are_kept_and_acknowledged() {
         "nothing else was written"
     );
     s.rx.stop().await;
+}
+
+// ---- Limits and timeouts. ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_over_the_cap_are_refused_as_busy() {
+    let s = setup_with(|c| c.max_sessions = 1).await;
+    let holder = hostile_session(&s).await; // holds the only session, idle
+    let err = sender::send(
+        send_config(s.pki.client(), s.rx.addr, "d0", &s.src),
+        Control::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "SMS.1908", "{err}");
+    assert!(err.to_string().contains("busy"), "{err}");
+    assert_untouched(&s.dst);
+    drop(holder);
+    // The slot frees once the holder's session ends; retry, bounded, until it has.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sender::send(
+            send_config(s.pki.client(), s.rx.addr, "d0", &s.src),
+            Control::new(),
+        )
+        .await
+        {
+            Ok(summary) => {
+                assert!(summary.complete);
+                break;
+            }
+            Err(e) if e.code() == "SMS.1908" && tokio::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(cmp(&s.src, &s.dst));
+    s.rx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_is_written_by_one_session_at_a_time() {
+    let s = setup().await;
+    let holder = hostile_session(&s).await; // has d0
+    let err = sender::send(
+        send_config(s.pki.client(), s.rx.addr, "d0", &s.src),
+        Control::new(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), "SMS.2013", "{err}");
+    assert!(err.to_string().contains("another session"), "{err}");
+    drop(holder);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match sender::send(
+            send_config(s.pki.client(), s.rx.addr, "d0", &s.src),
+            Control::new(),
+        )
+        .await
+        {
+            Ok(_) => break,
+            Err(e) if e.code() == "SMS.2013" && tokio::time::Instant::now() < deadline => {
+                tokio::task::yield_now().await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(cmp(&s.src, &s.dst));
+    s.rx.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_is_closed_after_the_idle_timeout() {
+    let s = setup_with(|c| c.idle_timeout = Duration::from_secs(1)).await;
+    let mut tls = hostile_session(&s).await;
+    match next_frame(&mut tls).await {
+        Some(Frame::Error(e)) => {
+            assert_eq!(e.code, "SMS.1908");
+            assert!(e.message.contains("no frame"), "{}", e.message);
+        }
+        other => panic!("expected an idle-timeout ERROR, got {other:?}"),
+    }
+    assert_eq!(next_frame(&mut tls).await, None, "closed after the ERROR");
+    assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connection_is_closed_after_the_handshake_timeout() {
+    let s = setup_with(|c| c.handshake_timeout = Duration::from_secs(1)).await;
+    let mut tcp = TcpStream::connect(s.rx.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "not closed: {closed:?}"
+    );
+    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_without_hello_is_closed_after_the_handshake_timeout() {
+    let s = setup_with(|c| c.handshake_timeout = Duration::from_secs(1)).await;
+    let tcp = TcpStream::connect(s.rx.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(s.pki.client())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    assert_eq!(next_frame(&mut tls).await, None, "closed without a HELLO");
+    proper_client_succeeds(s).await;
 }

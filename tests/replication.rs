@@ -197,3 +197,156 @@ fn start_handle_reports_progress_and_finishes() {
     rt.block_on(rx.stop());
     assert!(cmp(&src, &dst));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_replicate_at_once() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut pairs = Vec::new();
+    for i in 0..2u64 {
+        let (src, dst) = (
+            dir.path().join(format!("s{i}")),
+            dir.path().join(format!("t{i}")),
+        );
+        let size = make_image(
+            &src,
+            &[Region::Random(6 * MIB + i), Region::Text(2 * MIB)],
+            i,
+        );
+        make_target(&dst, size);
+        pairs.push((src, dst));
+    }
+    let rx = Receiver::start(receiver_config(
+        &pki,
+        &[("a", &pairs[0].1), ("b", &pairs[1].1)],
+    ))
+    .await;
+    let mut ca = config(&pki, rx.addr, &[("a", &pairs[0].0)]);
+    let mut cb = config(&pki, rx.addr, &[("b", &pairs[1].0)]);
+    // Small windows keep both sessions open at the same time.
+    ca.window = MIB;
+    cb.window = MIB;
+    ca.block_size = 64 << 10;
+    cb.block_size = 64 << 10;
+    let (ra, rb) = tokio::join!(
+        sender::send(ca, Control::new()),
+        sender::send(cb, Control::new())
+    );
+    assert!(ra.unwrap().complete && rb.unwrap().complete);
+    let outcome = rx.stop().await;
+    assert_eq!((outcome.succeeded, outcome.failed), (2, 0));
+    for (src, dst) in &pairs {
+        assert!(cmp(src, dst));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receiver_shutdown_mid_transfer_keeps_what_it_acknowledged() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    let size = make_image(&src, &[Region::Random(128 * MIB)], 4);
+    make_target(&dst, size);
+    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    let mut c = config(&pki, rx.addr, &[("d0", &src)]);
+    c.block_size = 64 << 10;
+    c.window = 2 * MIB;
+    c.workers = 1;
+    let control = Control::new();
+    let transfer = tokio::spawn(sender::send(c, control.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while control.progress().replicatesize == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // As SIGTERM: finish in-flight writes, acknowledge, tell the sender, stop.
+    let outcome = rx.stop().await;
+    assert_eq!(
+        outcome.failed, 1,
+        "the interrupted session is not a success"
+    );
+    let err = transfer
+        .await
+        .unwrap()
+        .expect_err("the sender learns the receiver stopped");
+    assert_eq!(err.code(), "SMS.1908", "{err}");
+    assert!(err.to_string().contains("shutting down"), "{err}");
+    let acked = control.progress().replicatesize;
+    assert!(acked > 0 && acked < size);
+    let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+    let matching = s
+        .chunks(64 << 10)
+        .zip(d.chunks(64 << 10))
+        .filter(|(a, b)| a == b)
+        .count() as u64
+        * (64 << 10);
+    assert!(
+        matching >= acked,
+        "{matching} bytes on the target, {acked} acknowledged"
+    );
+}
+
+/// A loop device attached for the test, detached on drop.
+struct Loop(String);
+
+impl Loop {
+    fn attach(file: &std::path::Path) -> Option<Self> {
+        let out = std::process::Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| Self(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+    }
+}
+
+impl Drop for Loop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", &self.0])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_devices_as_source_and_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    let size = make_image(
+        &src,
+        &[
+            Region::Random(3 * MIB),
+            Region::Zeros(2 * MIB),
+            Region::Text(3 * MIB),
+        ],
+        8,
+    );
+    make_target(&dst, size);
+    let (Some(ls), Some(ld)) = (Loop::attach(&src), Loop::attach(&dst)) else {
+        eprintln!("SKIPPED block_devices_as_source_and_target: losetup cannot attach loop devices here (needs root and /dev/loop-control)");
+        return;
+    };
+    let pki = Pki::new();
+    let (sdev, ddev) = (
+        std::path::PathBuf::from(&ls.0),
+        std::path::PathBuf::from(&ld.0),
+    );
+    let rx = Receiver::start(receiver_config(&pki, &[("d0", &ddev)])).await;
+    let summary = sender::send(config(&pki, rx.addr, &[("d0", &sdev)]), Control::new())
+        .await
+        .expect("transfer between loop devices");
+    assert!(summary.complete);
+    assert_eq!(
+        summary.total_bytes, size,
+        "the device size comes from BLKGETSIZE64"
+    );
+    rx.stop().await;
+    assert!(cmp(&sdev, &ddev), "cmp says the devices differ");
+    drop((ls, ld));
+    assert!(cmp(&src, &dst), "the backing files differ");
+}
