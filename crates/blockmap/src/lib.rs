@@ -8,6 +8,7 @@
 //! [`ReadAt`].
 #![forbid(unsafe_code)]
 
+pub mod bitmap;
 pub mod error;
 pub mod extent;
 pub mod fs;
