@@ -227,10 +227,7 @@ pub fn run(out: &mut dyn Write) -> Result<(), Error> {
         let mut config = SendConfig::new(
             addr.to_string(),
             client_tls,
-            vec![SourceSpec {
-                id: "disk0".into(),
-                path: p("source.img"),
-            }],
+            vec![SourceSpec::new("disk0", p("source.img"))],
         );
         config.mode = sender::Mode::Full;
         config.session_id = "demo".into();

@@ -12,6 +12,7 @@
 pub mod certs;
 pub mod cli;
 pub mod demo;
+mod digests;
 pub mod error;
 mod framed;
 pub mod progress;

@@ -6,14 +6,15 @@
 //! - `totalsize`: raw bytes this round will send (the whole plan);
 //! - `progress`: `100 * replicatesize / totalsize` (100 for an empty plan);
 //! - `migrate_speed`: bytes written to the connection (frames, after compression, before TLS),
-//!   in Mbit/s (10^6 bits), over the last 5 seconds (since the start when shorter);
+//!   in Mbit/s (10^6 bits), over the last 5 seconds (since the start when shorter); DATA and
+//!   HASH_REQUEST frames count, frames received (`received_bytes`) do not;
 //! - `compress_rate`: percent of the raw bytes sent that compression and zero elimination kept
 //!   off the wire: `100 * (1 - wire / raw sent)`, 0 before anything was sent;
 //! - `remain_time`: seconds left at the acknowledged raw rate over the last 5 seconds.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -24,7 +25,7 @@ const RATE_WINDOW: Duration = Duration::from_secs(5);
 /// Counters shared by the pipeline stages; cheap to update from any thread.
 #[derive(Debug)]
 pub struct Progress {
-    subtask: &'static str,
+    subtask: Mutex<&'static str>,
     start: Instant,
     pub(crate) total: AtomicU64,
     pub(crate) read: AtomicU64,
@@ -32,13 +33,14 @@ pub struct Progress {
     pub(crate) wire: AtomicU64,
     pub(crate) zero: AtomicU64,
     pub(crate) acked: AtomicU64,
+    pub(crate) received: Arc<AtomicU64>,
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
 /// A snapshot of a transfer's progress. The first seven fields are the service's.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ProgressSnapshot {
-    /// `MIGRATE_LINUX_BLOCK` for a full replication round.
+    /// `MIGRATE_LINUX_BLOCK` for a full round, `SYNC_LINUX_BLOCK` for a sync round.
     pub subtask_name: &'static str,
     /// 0 to 100.
     pub progress: f64,
@@ -60,6 +62,8 @@ pub struct ProgressSnapshot {
     pub wire_bytes: u64,
     /// Raw bytes sent as zero chunks (no payload).
     pub zero_bytes: u64,
+    /// Bytes of frames received from the receiver (acknowledgements, digests).
+    pub received_bytes: u64,
     /// Seconds since the transfer started.
     pub elapsed: f64,
 }
@@ -68,7 +72,7 @@ impl Progress {
     pub fn new(subtask: &'static str) -> Self {
         let start = Instant::now();
         Self {
-            subtask,
+            subtask: Mutex::new(subtask),
             start,
             total: AtomicU64::new(0),
             read: AtomicU64::new(0),
@@ -76,8 +80,14 @@ impl Progress {
             wire: AtomicU64::new(0),
             zero: AtomicU64::new(0),
             acked: AtomicU64::new(0),
+            received: Arc::default(),
             samples: Mutex::new(VecDeque::from([(start, 0, 0)])),
         }
+    }
+
+    /// Names the round being measured (`MIGRATE_LINUX_BLOCK`, `SYNC_LINUX_BLOCK`).
+    pub fn set_subtask(&self, subtask: &'static str) {
+        *self.subtask.lock().unwrap_or_else(|e| e.into_inner()) = subtask;
     }
 
     /// The figures now. Rates are measured between this call and the oldest of the earlier
@@ -111,7 +121,7 @@ impl Progress {
         };
         let remaining = total.saturating_sub(acked);
         ProgressSnapshot {
-            subtask_name: self.subtask,
+            subtask_name: *self.subtask.lock().unwrap_or_else(|e| e.into_inner()),
             progress: if total == 0 {
                 100.0
             } else {
@@ -137,6 +147,7 @@ impl Progress {
             sent_bytes: sent,
             wire_bytes: wire,
             zero_bytes: self.zero.load(Relaxed),
+            received_bytes: self.received.load(Relaxed),
             elapsed: now.duration_since(self.start).as_secs_f64(),
         }
     }

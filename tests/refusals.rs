@@ -54,14 +54,7 @@ fn send_config(
     id: &str,
     src: &Path,
 ) -> SendConfig {
-    let mut c = SendConfig::new(
-        addr.to_string(),
-        tls,
-        vec![SourceSpec {
-            id: id.into(),
-            path: src.to_path_buf(),
-        }],
-    );
+    let mut c = SendConfig::new(addr.to_string(), tls, vec![SourceSpec::new(id, src)]);
     c.mode = Mode::Full;
     c.block_size = 64 << 10;
     c.io_timeout = Duration::from_secs(20);

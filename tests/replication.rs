@@ -11,10 +11,7 @@ use common::*;
 fn config(pki: &Pki, addr: std::net::SocketAddr, disks: &[(&str, &std::path::Path)]) -> SendConfig {
     let specs = disks
         .iter()
-        .map(|(id, p)| SourceSpec {
-            id: id.to_string(),
-            path: p.to_path_buf(),
-        })
+        .map(|(id, p)| SourceSpec::new(id.to_string(), p.to_path_buf()))
         .collect();
     let mut c = SendConfig::new(addr.to_string(), pki.client(), specs);
     c.mode = Mode::Full;

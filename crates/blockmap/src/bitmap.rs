@@ -106,14 +106,18 @@ impl Header {
             u64::from_le_bytes(a)
         };
         let granularity = u32_at(8);
-        if !granularity.is_power_of_two() || !(MIN_GRANULARITY..=MAX_GRANULARITY).contains(&granularity) {
+        if !granularity.is_power_of_two()
+            || !(MIN_GRANULARITY..=MAX_GRANULARITY).contains(&granularity)
+        {
             return Err(BitmapError::Header(format!(
                 "granularity {granularity} is not a power of two from 4 KiB to 64 MiB"
             )));
         }
         let flags = u32_at(12);
         if flags != 0 {
-            return Err(BitmapError::Header(format!("flags are {flags:#x}; version 1 defines none")));
+            return Err(BitmapError::Header(format!(
+                "flags are {flags:#x}; version 1 defines none"
+            )));
         }
         Ok(Self {
             granularity,
@@ -137,12 +141,17 @@ impl Header {
 pub fn read_native(mut r: impl Read, disk_size: u64) -> Result<(Header, ExtentSet), BitmapError> {
     let mut head = [0u8; HEADER_LEN];
     r.read_exact(&mut head).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => BitmapError::Header("shorter than the 32-byte header".into()),
+        io::ErrorKind::UnexpectedEof => {
+            BitmapError::Header("shorter than the 32-byte header".into())
+        }
         _ => e.into(),
     })?;
     let header = Header::decode(&head)?;
     if header.device_size != disk_size {
-        return Err(BitmapError::DeviceSize { bitmap: header.device_size, disk: disk_size });
+        return Err(BitmapError::DeviceSize {
+            bitmap: header.device_size,
+            disk: disk_size,
+        });
     }
     let gran = u64::from(header.granularity);
     let bits = header.bits();
@@ -154,7 +163,10 @@ pub fn read_native(mut r: impl Read, disk_size: u64) -> Result<(Header, ExtentSe
         let want = (bytes - done).min(buf.len() as u64) as usize;
         let got = read_full(&mut r, &mut buf[..want])?;
         if got < want {
-            return Err(BitmapError::Length { expected: header.file_len(), actual: HEADER_LEN as u64 + done + got as u64 });
+            return Err(BitmapError::Length {
+                expected: header.file_len(),
+                actual: HEADER_LEN as u64 + done + got as u64,
+            });
         }
         for (i, &byte) in buf[..want].iter().enumerate() {
             if byte == 0 {
@@ -178,7 +190,10 @@ pub fn read_native(mut r: impl Read, disk_size: u64) -> Result<(Header, ExtentSe
     }
     let mut extra = [0u8; 1];
     if read_full(&mut r, &mut extra)? != 0 {
-        return Err(BitmapError::Length { expected: header.file_len(), actual: header.file_len() + 1 });
+        return Err(BitmapError::Length {
+            expected: header.file_len(),
+            actual: header.file_len() + 1,
+        });
     }
     Ok((header, changed))
 }
@@ -243,7 +258,10 @@ fn next_element(r: &mut impl BufRead, out: &mut Vec<u8>) -> io::Result<bool> {
         out.extend_from_slice(&avail[..used]);
         r.consume(used);
         if out.len() > MAX_LINE {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "an XML element is longer than 4096 bytes"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "an XML element is longer than 4096 bytes",
+            ));
         }
         if done {
             return Ok(true);
@@ -274,8 +292,12 @@ fn attribute(element: &str, name: &str) -> Option<u64> {
 }
 
 /// Parses `era_invalidate` output: era blocks of `era_block_size` bytes.
-pub fn read_era_xml(r: impl BufRead, era_block_size: u64, disk_size: u64) -> Result<ExtentSet, BitmapError> {
-    if era_block_size == 0 || era_block_size % 512 != 0 {
+pub fn read_era_xml(
+    r: impl BufRead,
+    era_block_size: u64,
+    disk_size: u64,
+) -> Result<ExtentSet, BitmapError> {
+    if era_block_size == 0 || !era_block_size.is_multiple_of(512) {
         return Err(BitmapError::Header(format!(
             "era block size {era_block_size} is not a positive multiple of 512"
         )));
@@ -289,11 +311,18 @@ pub fn read_era_xml(r: impl BufRead, era_block_size: u64, disk_size: u64) -> Res
     while next_element(&mut r, &mut element)? {
         n += 1;
         let parse = |message: String| BitmapError::Parse { line: n, message };
-        let text = std::str::from_utf8(&element).map_err(|_| parse("not UTF-8".into()))?.trim();
+        let text = std::str::from_utf8(&element)
+            .map_err(|_| parse("not UTF-8".into()))?
+            .trim();
         let body = text
             .strip_prefix('<')
             .and_then(|t| t.strip_suffix('>'))
-            .ok_or_else(|| parse(format!("expected an XML element, found {:?}", truncate(text))))?
+            .ok_or_else(|| {
+                parse(format!(
+                    "expected an XML element, found {:?}",
+                    truncate(text)
+                ))
+            })?
             .trim();
         if body.starts_with('?') || body.starts_with('!') {
             continue; // declaration or comment
@@ -303,7 +332,10 @@ pub fn read_era_xml(r: impl BufRead, era_block_size: u64, disk_size: u64) -> Res
         }
         let name = match body.strip_prefix('/') {
             Some(closing) if closing.trim() == "blocks" => "/blocks",
-            _ => body.split(|c: char| c.is_ascii_whitespace() || c == '/').next().unwrap_or(""),
+            _ => body
+                .split(|c: char| c.is_ascii_whitespace() || c == '/')
+                .next()
+                .unwrap_or(""),
         };
         let (first, count) = match name {
             "blocks" if !opened => {
@@ -315,15 +347,20 @@ pub fn read_era_xml(r: impl BufRead, era_block_size: u64, disk_size: u64) -> Res
                 continue;
             }
             "range" if opened => {
-                let begin = attribute(body, "begin").ok_or_else(|| parse("<range> without a numeric begin".into()))?;
-                let end = attribute(body, "end").ok_or_else(|| parse("<range> without a numeric end".into()))?;
+                let begin = attribute(body, "begin")
+                    .ok_or_else(|| parse("<range> without a numeric begin".into()))?;
+                let end = attribute(body, "end")
+                    .ok_or_else(|| parse("<range> without a numeric end".into()))?;
                 if end <= begin {
-                    return Err(parse(format!("<range begin={begin} end={end}> is empty or reversed")));
+                    return Err(parse(format!(
+                        "<range begin={begin} end={end}> is empty or reversed"
+                    )));
                 }
                 (begin, end - begin)
             }
             "block" if opened => {
-                let b = attribute(body, "block").ok_or_else(|| parse("<block> without a numeric block".into()))?;
+                let b = attribute(body, "block")
+                    .ok_or_else(|| parse("<block> without a numeric block".into()))?;
                 (b, 1)
             }
             other => return Err(parse(format!("unexpected element <{}>", truncate(other)))),
@@ -335,12 +372,20 @@ pub fn read_era_xml(r: impl BufRead, era_block_size: u64, disk_size: u64) -> Res
         };
         // The last era block may be partial: clip, but refuse ranges starting past the end.
         if offset >= disk_size {
-            return Err(BitmapError::OutOfRange { line: n, offset, len, disk: disk_size });
+            return Err(BitmapError::OutOfRange {
+                line: n,
+                offset,
+                len,
+                disk: disk_size,
+            });
         }
         changed.insert(offset, len.min(disk_size - offset));
     }
     if !opened || !closed {
-        return Err(BitmapError::Parse { line: n, message: "not a complete <blocks> ... </blocks> list".into() });
+        return Err(BitmapError::Parse {
+            line: n,
+            message: "not a complete <blocks> ... </blocks> list".into(),
+        });
     }
     Ok(changed)
 }
@@ -362,7 +407,9 @@ pub fn read_extent_list(r: impl BufRead, disk_size: u64) -> Result<ExtentSet, Bi
     let mut n = 0u64;
     loop {
         line.clear();
-        let got = (&mut r).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line)?;
+        let got = (&mut r)
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut line)?;
         if got == 0 {
             break;
         }
@@ -378,12 +425,24 @@ pub fn read_extent_list(r: impl BufRead, disk_size: u64) -> Result<ExtentSet, Bi
         }
         let mut fields = text.split_ascii_whitespace();
         let (Some(o), Some(l), None) = (fields.next(), fields.next(), fields.next()) else {
-            return Err(parse(format!("expected `offset length`, found {:?}", truncate(text))));
+            return Err(parse(format!(
+                "expected `offset length`, found {:?}",
+                truncate(text)
+            )));
         };
-        let offset: u64 = o.parse().map_err(|_| parse(format!("{o:?} is not a byte offset")))?;
-        let len: u64 = l.parse().map_err(|_| parse(format!("{l:?} is not a byte length")))?;
+        let offset: u64 = o
+            .parse()
+            .map_err(|_| parse(format!("{o:?} is not a byte offset")))?;
+        let len: u64 = l
+            .parse()
+            .map_err(|_| parse(format!("{l:?} is not a byte length")))?;
         if offset.checked_add(len).is_none_or(|end| end > disk_size) {
-            return Err(BitmapError::OutOfRange { line: n, offset, len, disk: disk_size });
+            return Err(BitmapError::OutOfRange {
+                line: n,
+                offset,
+                len,
+                disk: disk_size,
+            });
         }
         changed.insert(offset, len);
     }
@@ -420,7 +479,10 @@ pub fn read_any(
         Format::Native => read_native(r, disk_size).map(|(_, set)| set),
         Format::EraXml => {
             let size = era_block_size.ok_or_else(|| {
-                BitmapError::Header("an era_invalidate block list needs the era block size (--era-block-size)".into())
+                BitmapError::Header(
+                    "an era_invalidate block list needs the era block size (--era-block-size)"
+                        .into(),
+                )
             })?;
             read_era_xml(r, size, disk_size)
         }
@@ -430,10 +492,17 @@ pub fn read_any(
 
 /// The granules of `granularity` bytes where two equally sized images differ. Reads both in
 /// 1 MiB pieces.
-pub fn diff(old: &dyn ReadAt, new: &dyn ReadAt, granularity: u32) -> Result<ExtentSet, BitmapError> {
+pub fn diff(
+    old: &dyn ReadAt,
+    new: &dyn ReadAt,
+    granularity: u32,
+) -> Result<ExtentSet, BitmapError> {
     let size = new.size();
     if old.size() != size {
-        return Err(BitmapError::DeviceSize { bitmap: old.size(), disk: size });
+        return Err(BitmapError::DeviceSize {
+            bitmap: old.size(),
+            disk: size,
+        });
     }
     let gran = u64::from(granularity);
     let piece = gran.max(1 << 20);
@@ -445,7 +514,11 @@ pub fn diff(old: &dyn ReadAt, new: &dyn ReadAt, granularity: u32) -> Result<Exte
         old.read_exact_at(&mut a[..n], offset)?;
         new.read_exact_at(&mut b[..n], offset)?;
         if a[..n] != b[..n] {
-            for (i, (x, y)) in a[..n].chunks(gran as usize).zip(b[..n].chunks(gran as usize)).enumerate() {
+            for (i, (x, y)) in a[..n]
+                .chunks(gran as usize)
+                .zip(b[..n].chunks(gran as usize))
+                .enumerate()
+            {
                 if x != y {
                     changed.insert(offset + i as u64 * gran, x.len() as u64);
                 }
@@ -461,7 +534,11 @@ mod tests {
     use super::*;
 
     fn header(granularity: u32, device_size: u64) -> Header {
-        Header { granularity, device_size, generation: 7 }
+        Header {
+            granularity,
+            device_size,
+            generation: 7,
+        }
     }
 
     fn native(h: Header, changed: &ExtentSet) -> Vec<u8> {
@@ -473,9 +550,13 @@ mod tests {
     #[test]
     fn native_layout_is_exact() {
         let h = header(4096, 10 * 4096 + 100); // 11 granules, the last partial
-        let changed: ExtentSet = [crate::Extent::new(0, 1), crate::Extent::new(9 * 4096, 4096), crate::Extent::new(10 * 4096, 1)]
-            .into_iter()
-            .collect();
+        let changed: ExtentSet = [
+            crate::Extent::new(0, 1),
+            crate::Extent::new(9 * 4096, 4096),
+            crate::Extent::new(10 * 4096, 1),
+        ]
+        .into_iter()
+        .collect();
         let v = native(h, &changed);
         assert_eq!(&v[..8], b"BRCBMAP1");
         assert_eq!(&v[8..12], &4096u32.to_le_bytes());
@@ -487,24 +568,41 @@ mod tests {
         assert_eq!(v[33], 0b0000_0110); // granules 9 and 10
         let (h2, set) = read_native(&v[..], h.device_size).unwrap();
         assert_eq!(h2, h);
-        let want: ExtentSet = [crate::Extent::new(0, 4096), crate::Extent::new(9 * 4096, 4096 + 100)].into_iter().collect();
+        let want: ExtentSet = [
+            crate::Extent::new(0, 4096),
+            crate::Extent::new(9 * 4096, 4096 + 100),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(set, want, "granules, the last clipped to the disk");
     }
 
     #[test]
     fn rejects_a_bitmap_for_another_disk() {
         let v = native(header(4096, 1 << 20), &ExtentSet::new());
-        assert!(matches!(read_native(&v[..], 2 << 20), Err(BitmapError::DeviceSize { .. })));
+        assert!(matches!(
+            read_native(&v[..], 2 << 20),
+            Err(BitmapError::DeviceSize { .. })
+        ));
     }
 
     #[test]
     fn rejects_truncated_and_trailing_files() {
         let v = native(header(4096, 1 << 20), &ExtentSet::range(0, 4096));
-        assert!(matches!(read_native(&v[..v.len() - 1], 1 << 20), Err(BitmapError::Length { .. })));
+        assert!(matches!(
+            read_native(&v[..v.len() - 1], 1 << 20),
+            Err(BitmapError::Length { .. })
+        ));
         let mut longer = v.clone();
         longer.push(0);
-        assert!(matches!(read_native(&longer[..], 1 << 20), Err(BitmapError::Length { .. })));
-        assert!(matches!(read_native(&v[..10], 1 << 20), Err(BitmapError::Header(_))));
+        assert!(matches!(
+            read_native(&longer[..], 1 << 20),
+            Err(BitmapError::Length { .. })
+        ));
+        assert!(matches!(
+            read_native(&v[..10], 1 << 20),
+            Err(BitmapError::Header(_))
+        ));
     }
 
     #[test]
@@ -519,7 +617,10 @@ mod tests {
         let mut flags = good.clone();
         flags[12] = 1;
         for v in [bad_magic, bad_gran, huge_gran, flags] {
-            assert!(matches!(read_native(&v[..], 1 << 20), Err(BitmapError::Header(_))), "{v:?}");
+            assert!(
+                matches!(read_native(&v[..], 1 << 20), Err(BitmapError::Header(_))),
+                "{v:?}"
+            );
         }
     }
 
@@ -527,16 +628,28 @@ mod tests {
     fn rejects_padding_bits() {
         let mut v = native(header(4096, 3 * 4096), &ExtentSet::new());
         v[32] = 0b1000_0000; // bit 7, but only 3 granules
-        assert!(matches!(read_native(&v[..], 3 * 4096), Err(BitmapError::Header(_))));
+        assert!(matches!(
+            read_native(&v[..], 3 * 4096),
+            Err(BitmapError::Header(_))
+        ));
     }
 
     #[test]
     fn era_xml() {
-        let xml = "<blocks>\n  <range begin=\"1\" end=\"4\"/>\n  <block block=\"10\"/>\n</blocks>\n";
+        let xml =
+            "<blocks>\n  <range begin=\"1\" end=\"4\"/>\n  <block block=\"10\"/>\n</blocks>\n";
         let set = read_era_xml(xml.as_bytes(), 8192, 100 * 8192).unwrap();
-        let want: ExtentSet = [crate::Extent::new(8192, 3 * 8192), crate::Extent::new(10 * 8192, 8192)].into_iter().collect();
+        let want: ExtentSet = [
+            crate::Extent::new(8192, 3 * 8192),
+            crate::Extent::new(10 * 8192, 8192),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(set, want);
-        assert_eq!(read_era_xml("<blocks>\n</blocks>".as_bytes(), 4096, 4096).unwrap(), ExtentSet::new());
+        assert_eq!(
+            read_era_xml("<blocks>\n</blocks>".as_bytes(), 4096, 4096).unwrap(),
+            ExtentSet::new()
+        );
     }
 
     #[test]
@@ -553,7 +666,10 @@ mod tests {
             "<blocks></blocks><blocks>",
         ];
         for xml in cases {
-            assert!(read_era_xml(xml.as_bytes(), 4096, 100 * 4096).is_err(), "{xml}");
+            assert!(
+                read_era_xml(xml.as_bytes(), 4096, 100 * 4096).is_err(),
+                "{xml}"
+            );
         }
         assert!(read_era_xml("<blocks></blocks>".as_bytes(), 0, 4096).is_err());
         let long = format!("<blocks><block {}block=\"1\"/></blocks>", " ".repeat(5000));
@@ -564,7 +680,9 @@ mod tests {
     fn extent_list() {
         let text = "# offset length\n0 4096\n\n 8192   100 # tail\n";
         let set = read_extent_list(text.as_bytes(), 1 << 20).unwrap();
-        let want: ExtentSet = [crate::Extent::new(0, 4096), crate::Extent::new(8192, 100)].into_iter().collect();
+        let want: ExtentSet = [crate::Extent::new(0, 4096), crate::Extent::new(8192, 100)]
+            .into_iter()
+            .collect();
         assert_eq!(set, want);
         for bad in ["1", "1 2 3", "x 1", "0 2000000", "18446744073709551615 2"] {
             assert!(read_extent_list(bad.as_bytes(), 1 << 20).is_err(), "{bad}");
@@ -578,7 +696,10 @@ mod tests {
         assert_eq!(sniff(b"0 4096\n"), Format::ExtentList);
         let set = read_any(&b"0 10\n"[..], 100, None).unwrap();
         assert_eq!(set.total(), 10);
-        assert!(read_any(&b"<blocks></blocks>"[..], 100, None).is_err(), "era needs a block size");
+        assert!(
+            read_any(&b"<blocks></blocks>"[..], 100, None).is_err(),
+            "era needs a block size"
+        );
     }
 
     #[test]
@@ -588,7 +709,12 @@ mod tests {
         new[5] = 1;
         new[(2 << 20) + 4096 * 3 + 7] = 1;
         let set = diff(&old, &new, 4096).unwrap();
-        let want: ExtentSet = [crate::Extent::new(0, 4096), crate::Extent::new((2 << 20) + 4096 * 3, 4096)].into_iter().collect();
+        let want: ExtentSet = [
+            crate::Extent::new(0, 4096),
+            crate::Extent::new((2 << 20) + 4096 * 3, 4096),
+        ]
+        .into_iter()
+        .collect();
         assert_eq!(set, want);
         assert!(diff(&old, &vec![0u8; 10], 4096).is_err());
     }

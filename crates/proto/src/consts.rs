@@ -47,3 +47,19 @@ pub const MAX_HELD_EXTENTS: u32 = 65_536;
 /// Largest disk size a peer may announce (2^56 bytes = 64 PiB): offsets plus lengths never
 /// overflow a u64.
 pub const MAX_DISK_SIZE: u64 = 1 << 56;
+
+/// Smallest granule a HASH_REQUEST may ask digests for (4 KiB).
+pub const MIN_HASH_GRANULARITY: u32 = 4096;
+/// Largest granule a HASH_REQUEST may ask digests for (64 MiB).
+pub const MAX_HASH_GRANULARITY: u32 = 64 << 20;
+/// Shortest digest a HASH_REQUEST may ask for (8 bytes of keyed blake3).
+pub const MIN_HASH_DIGEST_LEN: u8 = 8;
+/// Most ranges in one HASH_REQUEST.
+pub const MAX_HASH_RANGES: u16 = 4096;
+/// Most digests one HASH_REQUEST may ask for (so a HASHES body stays within a frame).
+pub const MAX_HASHES_PER_REQUEST: u32 = 32_768;
+/// Most bytes one HASH_REQUEST may ask the receiver to read and hash (1 GiB): bounds the
+/// work a single frame can cause.
+pub const MAX_HASH_REQUEST_BYTES: u64 = 1 << 30;
+/// Most HASH_REQUESTs a sender may have unanswered at once.
+pub const MAX_OUTSTANDING_HASH_REQUESTS: usize = 8;

@@ -66,6 +66,10 @@ pub enum DecodeError {
     /// A version range whose minimum exceeds its maximum, or a version of 0.
     #[error("bad protocol version range")]
     BadVersion,
+    /// A HASH_REQUEST or HASHES field is out of range: digest length, granularity, range
+    /// count, an unaligned or empty range, or more digests or bytes than one request allows.
+    #[error("bad hash request or answer: a field is out of range")]
+    BadHashRequest,
     /// A boolean field is neither 0 nor 1.
     #[error("a boolean field is neither 0 nor 1")]
     BadBool,
@@ -137,6 +141,13 @@ pub enum ProtocolError {
     /// different number of disks, or lists extents outside their disk or out of order.
     #[error("WELCOME does not match the HELLO: {0}")]
     BadWelcome(&'static str),
+    /// Too many HASH_REQUESTs unanswered, or END while some are.
+    #[error("{0} hash requests unanswered: too many, or the session is ending")]
+    HashRequestsPending(usize),
+    /// HASHES that do not answer the oldest HASH_REQUEST (wrong disk, digest length or count),
+    /// or that answer nothing.
+    #[error("HASHES do not answer the oldest HASH_REQUEST: {0}")]
+    BadHashes(&'static str),
     /// A summary (END or DONE) whose counts differ from what this side saw.
     #[error("summary mismatch: peer counted {peer_frames} frames / {peer_bytes} bytes, this side {our_frames} / {our_bytes}")]
     SummaryMismatch {

@@ -48,8 +48,8 @@ mod testutil;
 
 pub use error::{DecodeError, ProtocolError};
 pub use frame::{
-    decode, Ack, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType, Hello,
-    Welcome,
+    decode, Ack, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType, HashRange,
+    HashRequest, Hashes, Hello, Welcome,
 };
 pub use session::{ReceiverEvent, ReceiverSession, SenderEvent, SenderSession, Sent};
 
@@ -91,6 +91,12 @@ pub mod fuzzing {
                             let (frames, bytes) = session.received();
                             reply_opt(session.durable(frames, bytes));
                             reply(session.done(bytes, 0));
+                        }
+                        Ok(ReceiverEvent::HashRequest(req)) => {
+                            // Digests of the right shape (contents do not matter here).
+                            let n = req.digest_count() as usize * usize::from(req.digest_len);
+                            let digests = bytes::Bytes::from(vec![0u8; n]);
+                            reply(session.hashes(req.disk, req.digest_len, digests));
                         }
                         Ok(ReceiverEvent::PeerError(_)) => {}
                         Err(_) => return,

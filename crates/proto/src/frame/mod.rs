@@ -15,6 +15,7 @@ mod data;
 mod done;
 mod end;
 mod error;
+mod hash;
 mod hello;
 mod welcome;
 
@@ -23,6 +24,7 @@ pub use data::{encode_data_head, payload_fits, Data, DATA_HEAD_LEN};
 pub use done::Done;
 pub use end::End;
 pub use error::ErrorFrame;
+pub use hash::{HashRange, HashRequest, Hashes};
 pub use hello::{valid_block_size, DiskAnnounce, Hello};
 pub use welcome::{Extent, Welcome};
 
@@ -46,6 +48,10 @@ pub enum FrameType {
     Ack = 0x11,
     /// Sender to receiver: no more DATA frames, with the sender's counts.
     End = 0x20,
+    /// Sender to receiver: digests of some ranges, please (hash delta).
+    HashRequest = 0x30,
+    /// Receiver to sender: the digests, for the oldest unanswered HASH_REQUEST.
+    Hashes = 0x31,
     /// Receiver to sender: everything is durable, with the receiver's counts.
     Done = 0x21,
     /// Either way: the session ends with a service error code and a message.
@@ -62,6 +68,8 @@ impl FrameType {
             0x11 => Self::Ack,
             0x20 => Self::End,
             0x21 => Self::Done,
+            0x30 => Self::HashRequest,
+            0x31 => Self::Hashes,
             0x7f => Self::Error,
             _ => return None,
         })
@@ -78,6 +86,8 @@ impl FrameType {
             Self::End => end::BODY_LEN as u32,
             Self::Done => done::BODY_LEN as u32,
             Self::Error => error::MAX_BODY,
+            Self::HashRequest => hash::MAX_REQUEST_BODY,
+            Self::Hashes => hash::MAX_HASHES_BODY,
         }
     }
 }
@@ -92,6 +102,8 @@ pub enum Frame {
     End(End),
     Done(Done),
     Error(ErrorFrame),
+    HashRequest(HashRequest),
+    Hashes(Hashes),
 }
 
 /// A validated frame header.
@@ -162,6 +174,8 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         FrameType::End => Frame::End(End::load(&mut r)?),
         FrameType::Done => Frame::Done(Done::load(&mut r)?),
         FrameType::Error => Frame::Error(ErrorFrame::load(&mut r)?),
+        FrameType::HashRequest => Frame::HashRequest(HashRequest::load(&mut r)?),
+        FrameType::Hashes => Frame::Hashes(Hashes::load(&mut r)?),
     };
     r.finish()?;
     Ok(Some(frame))
@@ -178,6 +192,8 @@ impl Frame {
             Self::End(_) => FrameType::End,
             Self::Done(_) => FrameType::Done,
             Self::Error(_) => FrameType::Error,
+            Self::HashRequest(_) => FrameType::HashRequest,
+            Self::Hashes(_) => FrameType::Hashes,
         }
     }
 
@@ -195,6 +211,8 @@ impl Frame {
             Self::End(_) => end::BODY_LEN,
             Self::Done(_) => done::BODY_LEN,
             Self::Error(f) => f.body_len(),
+            Self::HashRequest(f) => f.body_len(),
+            Self::Hashes(f) => f.body_len(),
         }
     }
 
@@ -214,6 +232,8 @@ impl Frame {
             Self::End(f) => f.encode(dst),
             Self::Done(f) => f.encode(dst),
             Self::Error(f) => f.encode(dst),
+            Self::HashRequest(f) => f.encode(dst),
+            Self::Hashes(f) => f.encode(dst),
         }
     }
 }

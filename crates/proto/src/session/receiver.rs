@@ -1,9 +1,10 @@
 //! The receiver's side of a session.
 
-use crate::consts::{VERSION_MAX, VERSION_MIN};
+use crate::consts::{MAX_OUTSTANDING_HASH_REQUESTS, VERSION_MAX, VERSION_MIN};
 use crate::error::ProtocolError;
 use crate::frame::{
-    Ack, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType, Hello, Welcome,
+    Ack, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType, HashRequest, Hashes,
+    Hello, Welcome,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,9 @@ pub enum ReceiverEvent {
     End(End),
     /// The sender ended the session with an error.
     PeerError(ErrorFrame),
+    /// The sender asks for digests of ranges checked to lie inside the disk. Answer (in
+    /// order) with [`ReceiverSession::hashes`].
+    HashRequest(HashRequest),
 }
 
 /// The receiver's session state machine.
@@ -54,6 +58,8 @@ pub struct ReceiverSession {
     received_frames: u64,
     received_bytes: u64,
     acked_frames: u64,
+    /// HASH_REQUESTs received and not yet answered.
+    hash_requests: usize,
 }
 
 impl Default for ReceiverSession {
@@ -71,6 +77,7 @@ impl ReceiverSession {
             received_frames: 0,
             received_bytes: 0,
             acked_frames: 0,
+            hash_requests: 0,
         }
     }
 
@@ -130,7 +137,15 @@ impl ReceiverSession {
                 self.received_bytes += u64::from(data.raw_len);
                 Ok(ReceiverEvent::Data(data))
             }
+            (State::Streaming, Frame::HashRequest(req)) => {
+                self.check_hash_request(&req)?;
+                self.hash_requests += 1;
+                Ok(ReceiverEvent::HashRequest(req))
+            }
             (State::Streaming, Frame::End(end)) => {
+                if self.hash_requests > 0 {
+                    return Err(ProtocolError::HashRequestsPending(self.hash_requests));
+                }
                 if (end.frames, end.bytes) != (self.received_frames, self.received_bytes) {
                     return Err(ProtocolError::SummaryMismatch {
                         peer_frames: end.frames,
@@ -151,6 +166,48 @@ impl ReceiverSession {
             frame,
             state: self.state.describe(),
         }
+    }
+
+    /// The session rule for HASH_REQUEST: a known disk, ranges inside it, and no more than
+    /// `MAX_OUTSTANDING_HASH_REQUESTS` unanswered.
+    fn check_hash_request(&self, req: &HashRequest) -> Result<(), ProtocolError> {
+        let disk = self
+            .disks
+            .get(usize::from(req.disk))
+            .ok_or(ProtocolError::UnknownDisk {
+                index: req.disk,
+                count: self.disks.len(),
+            })?;
+        if self.hash_requests >= MAX_OUTSTANDING_HASH_REQUESTS {
+            return Err(ProtocolError::HashRequestsPending(self.hash_requests + 1));
+        }
+        for r in &req.ranges {
+            if r.offset.saturating_add(u64::from(r.len)) > disk.size {
+                return Err(ProtocolError::OutOfBounds {
+                    disk: disk.id.clone(),
+                    offset: r.offset,
+                    len: r.len,
+                    size: disk.size,
+                    block_size: disk.block_size,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Answers the oldest unanswered HASH_REQUEST: `digests` holds one `digest_len`-byte
+    /// digest per granule, in order.
+    ///
+    /// # Panics
+    /// If no request is unanswered (a driver bug).
+    pub fn hashes(&mut self, disk: u16, digest_len: u8, digests: bytes::Bytes) -> Frame {
+        assert!(self.hash_requests > 0, "HASHES without a HASH_REQUEST");
+        self.hash_requests -= 1;
+        Frame::Hashes(Hashes {
+            disk,
+            digest_len,
+            digests,
+        })
     }
 
     /// The session rule for DATA: a known disk, no longer than its block size, inside it.

@@ -4,7 +4,9 @@ use std::collections::VecDeque;
 
 use crate::consts::{VERSION_MAX, VERSION_MIN};
 use crate::error::ProtocolError;
-use crate::frame::{Done, End, ErrorFrame, Extent, Frame, FrameType, Hello, Welcome};
+use crate::frame::{
+    Done, End, ErrorFrame, Extent, Frame, FrameType, HashRequest, Hashes, Hello, Welcome,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -50,6 +52,13 @@ pub enum SenderEvent {
     Done(Done),
     /// The receiver ended the session with an error.
     PeerError(ErrorFrame),
+    /// Digests answering `request` (checked: same disk and digest length, one per granule).
+    Hashes {
+        /// The request they answer.
+        request: HashRequest,
+        /// The digests.
+        hashes: Hashes,
+    },
 }
 
 /// The sender's session state machine.
@@ -62,6 +71,8 @@ pub struct SenderSession {
     acked_frames: u64,
     acked_bytes: u64,
     unacked: VecDeque<Sent>,
+    /// HASH_REQUESTs sent and not yet answered, oldest first.
+    hash_requests: VecDeque<HashRequest>,
 }
 
 /// Held extents must lie inside their disk, in ascending order, without overlapping
@@ -102,6 +113,7 @@ impl SenderSession {
             acked_frames: 0,
             acked_bytes: 0,
             unacked: VecDeque::new(),
+            hash_requests: VecDeque::new(),
         }
     }
 
@@ -161,6 +173,22 @@ impl SenderSession {
                 self.state = State::Streaming;
                 Ok(SenderEvent::Welcome(w))
             }
+            (State::Streaming, Frame::Hashes(hashes)) => {
+                let Some(request) = self.hash_requests.front() else {
+                    return Err(ProtocolError::BadHashes("no request is unanswered"));
+                };
+                if hashes.disk != request.disk {
+                    return Err(ProtocolError::BadHashes("another disk"));
+                }
+                if hashes.digest_len != request.digest_len {
+                    return Err(ProtocolError::BadHashes("another digest length"));
+                }
+                if hashes.count() as u64 != request.digest_count() {
+                    return Err(ProtocolError::BadHashes("another number of digests"));
+                }
+                let request = self.hash_requests.pop_front().expect("checked above");
+                Ok(SenderEvent::Hashes { request, hashes })
+            }
             (State::Streaming | State::Ending, Frame::Ack(ack)) => {
                 let new = ack.frames.checked_sub(self.acked_frames);
                 let bad = ProtocolError::BadAck {
@@ -217,9 +245,37 @@ impl SenderSession {
         self.unacked.push_back(sent);
     }
 
+    /// HASH_REQUESTs sent and not answered yet.
+    pub fn hash_requests_pending(&self) -> usize {
+        self.hash_requests.len()
+    }
+
+    /// Asks for digests: returns the HASH_REQUEST to send. At most
+    /// `MAX_OUTSTANDING_HASH_REQUESTS` may be unanswered; the driver waits for HASHES first.
+    ///
+    /// # Panics
+    /// If not streaming or too many are unanswered (driver bugs).
+    pub fn request_hashes(&mut self, request: HashRequest) -> Frame {
+        assert_eq!(
+            self.state,
+            State::Streaming,
+            "HASH_REQUEST outside streaming"
+        );
+        assert!(
+            self.hash_requests.len() < crate::consts::MAX_OUTSTANDING_HASH_REQUESTS,
+            "too many unanswered HASH_REQUESTs"
+        );
+        self.hash_requests.push_back(request.clone());
+        Frame::HashRequest(request)
+    }
+
     /// No more data: returns the END to send. `complete` is false when stopping early.
     pub fn end(&mut self, complete: bool) -> Frame {
         assert_eq!(self.state, State::Streaming, "END outside streaming");
+        assert!(
+            self.hash_requests.is_empty(),
+            "END with HASH_REQUESTs unanswered"
+        );
         self.state = State::Ending;
         Frame::End(End {
             complete,

@@ -11,6 +11,8 @@ use blockrep::sender::{self, Control, Mode};
 use blockrep::{certs, cli, size, tls, Error, SendConfig, SendHandle, SendSummary, SourceSpec};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod maps;
+
 #[derive(Parser)]
 #[command(
     name = "blockrep",
@@ -46,6 +48,52 @@ enum Command {
     /// Run the whole job on an embedded example on loopback: make an image, start a
     /// receiver, replicate, check the copy. Needs no root.
     Demo,
+    /// Show what a send would read of a disk: its partitions, their filesystems and used
+    /// bytes, and the totals. `--json` adds the extents.
+    Blockmap {
+        /// A disk image or block device.
+        path: PathBuf,
+        /// `used` (the default): what `send --mode used` reads; `full`: every byte.
+        #[arg(long, value_enum, default_value_t = MapMode::Used)]
+        mode: MapMode,
+        /// One JSON object with the partitions, totals and extents.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change bitmaps (docs/BITMAP.md).
+    #[command(subcommand)]
+    Bitmap(BitmapCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum MapMode {
+    Used,
+    Full,
+}
+
+#[derive(Subcommand)]
+enum BitmapCommand {
+    /// Write the native change bitmap of two images of one disk (the granules that differ).
+    Diff {
+        /// The image as it was.
+        old: PathBuf,
+        /// The image as it is.
+        new: PathBuf,
+        /// Bytes per bit: a power of two from 4KiB to 64MiB.
+        #[arg(long, value_parser = parse_granularity)]
+        block_size: u32,
+        /// Where to write the bitmap.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+fn parse_granularity(s: &str) -> Result<u32, String> {
+    let n = size::parse_size(s)?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| n.is_power_of_two() && (4096..=64 << 20).contains(n))
+        .ok_or_else(|| format!("{s}: a bitmap block size is a power of two from 4KiB to 64MiB"))
 }
 
 #[derive(clap::Args)]
@@ -68,9 +116,18 @@ struct SendArgs {
     /// Source disk PATH (file or block device) goes to the receiver's disk ID (repeatable).
     #[arg(long = "disk", value_name = "ID=PATH", required = true, value_parser = cli::parse_disk)]
     disks: Vec<(String, PathBuf)>,
-    /// Which blocks to send. `used` reads every block until used-block maps arrive.
+    /// Which blocks to send: `used` (partition tables and allocated blocks; what cannot be
+    /// mapped with certainty is sent whole), `full`, `bitmap` (the ranges --bitmap marks), or
+    /// `delta` (the ranges whose digests differ on the target).
     #[arg(long, value_enum, default_value_t = ModeArg::Used)]
     mode: ModeArg,
+    /// For --mode bitmap: the change set of disk ID (repeatable, one per disk): a native
+    /// BRCBMAP1 bitmap, dm-era's era_invalidate XML, or `offset length` lines (docs/BITMAP.md).
+    #[arg(long = "bitmap", value_name = "ID=FILE", value_parser = cli::parse_disk)]
+    bitmaps: Vec<(String, PathBuf)>,
+    /// The dm-era block size, for era_invalidate block lists.
+    #[arg(long, value_parser = size::parse_size)]
+    era_block_size: Option<u64>,
     /// Chunk size: a power of two from 4KiB to 1MiB.
     #[arg(long, default_value = "1MiB", value_parser = parse_block_size)]
     block_size: u32,
@@ -91,13 +148,13 @@ struct SendArgs {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum ModeArg {
-    /// Partition tables and allocated blocks (falls back to full for now).
+    /// Partition tables and allocated blocks.
     Used,
     /// Every block.
     Full,
-    /// Only blocks marked in a change bitmap (not available yet).
+    /// Only blocks marked in a change bitmap.
     Bitmap,
-    /// Only ranges whose digests differ on the two sides (not available yet).
+    /// Only ranges whose digests differ on the two sides.
     Delta,
 }
 
@@ -140,6 +197,16 @@ fn main() -> ExitCode {
             cli::init_logging("warn");
             blockrep::demo::run(&mut std::io::stdout()).map(|()| ExitCode::SUCCESS)
         }
+        Command::Blockmap { path, mode, json } => {
+            cli::init_logging("warn");
+            maps::blockmap(&path, matches!(mode, MapMode::Full), json).map(|()| ExitCode::SUCCESS)
+        }
+        Command::Bitmap(BitmapCommand::Diff {
+            old,
+            new,
+            block_size,
+            out,
+        }) => maps::bitmap_diff(&old, &new, block_size, &out).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|e| {
         eprintln!("{}", e.user_line());
@@ -148,21 +215,47 @@ fn main() -> ExitCode {
 }
 
 fn run_send(args: SendArgs) -> Result<ExitCode, Error> {
-    let mode =
-        match args.mode {
-            ModeArg::Used => Mode::Used,
-            ModeArg::Full => Mode::Full,
-            ModeArg::Bitmap | ModeArg::Delta => return Err(Error::Config(
-                "--mode bitmap and --mode delta are not available in this version; use --mode full"
-                    .into(),
-            )),
-        };
+    let mode = match args.mode {
+        ModeArg::Used => Mode::Used,
+        ModeArg::Full => Mode::Full,
+        ModeArg::Bitmap => Mode::Bitmap,
+        ModeArg::Delta => Mode::Delta,
+    };
+    if mode != Mode::Bitmap && !args.bitmaps.is_empty() {
+        return Err(Error::Config(
+            "--bitmap is only used with --mode bitmap".into(),
+        ));
+    }
     let tls = tls::client_config(&args.ca, &args.cert, &args.key)?;
-    let disks = args
-        .disks
-        .into_iter()
-        .map(|(id, path)| SourceSpec { id, path })
-        .collect();
+    let mut disks = Vec::new();
+    for (id, path) in args.disks {
+        let mut spec = SourceSpec::new(id, path);
+        if mode == Mode::Bitmap {
+            let file = args
+                .bitmaps
+                .iter()
+                .find(|(b, _)| *b == spec.id)
+                .map(|(_, f)| f)
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "--mode bitmap: no --bitmap {}=FILE for disk {}",
+                        spec.id, spec.id
+                    ))
+                })?;
+            let size = blockrep_disk::SourceDisk::open(&spec.path)?.size();
+            spec.changed = Some(maps::load_changes(file, size, args.era_block_size)?);
+        }
+        disks.push(spec);
+    }
+    if let Some((id, _)) = args
+        .bitmaps
+        .iter()
+        .find(|(b, _)| !disks.iter().any(|d| d.id == *b))
+    {
+        return Err(Error::Config(format!(
+            "--bitmap {id}=...: there is no --disk {id}"
+        )));
+    }
     let mut config = SendConfig::new(args.to, tls, disks);
     config.server_name = args.server_name;
     config.mode = mode;

@@ -12,9 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use blockrep_chunk::Verified;
 use blockrep_disk::TargetDisk;
-use blockrep_proto::{Data, ReceiverEvent, ReceiverSession};
+use blockrep_proto::{ReceiverEvent, ReceiverSession};
 use tokio::io::{AsyncWriteExt, WriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
@@ -23,13 +22,16 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+mod hasher;
+mod writer;
+
+use hasher::Hasher;
+use writer::{write_loop, WriteMsg, WriterEvent};
+
 use crate::error::{codes, sanitize};
 use crate::framed::{write_frame, FrameReader, ReadError};
 use crate::Error;
 
-/// Unsynced bytes after which the writer syncs and acknowledges even while data keeps coming.
-/// Below the sender's default window, so a sender never waits on a batch that cannot fill.
-const SYNC_BATCH: u64 = 32 << 20;
 /// How long a failed session keeps reading (and discarding) after its ERROR, so the sender
 /// gets to read the ERROR instead of a connection reset.
 const LINGER: Duration = Duration::from_secs(2);
@@ -365,21 +367,6 @@ fn open_targets<'a>(
     Ok((targets, claim))
 }
 
-/// Messages from the connection task to its writer thread.
-enum WriteMsg {
-    Data(Data),
-}
-
-/// Messages from the writer thread back.
-enum WriterEvent {
-    /// The first `frames` frames (`bytes` raw bytes) are durable.
-    Durable { frames: u64, bytes: u64 },
-    /// The queue closed and everything written is durable.
-    Finished { data_bytes: u64, zero_bytes: u64 },
-    /// Writing failed; nothing after this frame was written.
-    Failed(Error),
-}
-
 async fn run_session(
     session: &mut ReceiverSession,
     reader: &mut FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
@@ -394,13 +381,14 @@ async fn run_session(
             sessions: shared.config.max_sessions,
         });
     };
-    let (targets, _claim) = open_targets(shared, session)?;
+    let (targets, claim) = open_targets(shared, session)?;
     let welcome = session.accept(crate::VERSION, vec![Vec::new(); targets.len()]);
     write_frame(wr, &welcome)
         .await
         .map_err(|e| Error::Transport(format!("sending WELCOME to {peer}: {e}")))?;
 
     let ids: Vec<String> = session.disks().iter().map(|d| d.id.clone()).collect();
+    let mut hasher = Hasher::new(targets.clone());
     let (data_tx, data_rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let writer = thread::Builder::new()
@@ -411,6 +399,7 @@ async fn run_session(
     let mut complete = None;
     let idle = shared.config.idle_timeout;
     let mut last_frame = Instant::now();
+    let mut hash_answer_shape = std::collections::VecDeque::new();
     let result = loop {
         tokio::select! {
             biased;
@@ -425,12 +414,23 @@ async fn run_session(
                         break Err(Error::Transport("the receiver is shutting down; the transfer can resume later".into()));
                     };
                     let (frames, bytes) = session.received();
-                    write_frame(wr, &session.done(data_bytes, zero_bytes)).await.map_err(|e| Error::Transport(format!("sending DONE to {peer}: {e}")))?;
                     break Ok(SessionReport { session_id: session_id.to_owned(), peer, complete, frames, bytes, data_bytes, zero_bytes });
                 }
                 Some(WriterEvent::Failed(e)) => break Err(e),
                 None => break Err(Error::Transport("the writer thread ended unexpectedly".into())),
             },
+            answer = hasher.next(), if hasher.pending() => {
+                let Some(answer) = answer else {
+                    break Err(Error::Transport("the hashing threads ended unexpectedly".into()));
+                };
+                let digests = match answer {
+                    Ok(d) => d,
+                    Err(e) => break Err(e),
+                };
+                let (disk, digest_len) = hash_answer_shape.pop_front().unwrap_or_default();
+                let frame = session.hashes(disk, digest_len, digests);
+                write_frame(wr, &frame).await.map_err(|e| Error::Transport(format!("sending HASHES to {peer}: {e}")))?;
+            }
             _ = stop.changed(), if data_tx.is_some() && complete.is_none() => {
                 // Shutdown: write what is queued, sync, acknowledge, then tell the sender.
                 data_tx = None;
@@ -454,119 +454,33 @@ async fn run_session(
                         data_tx = None;
                     }
                     Ok(ReceiverEvent::PeerError(e)) => break Err(Error::Peer { side: "sender", code: sanitize(&e.code), message: sanitize(&e.message) }),
+                    Ok(ReceiverEvent::HashRequest(req)) => {
+                        hash_answer_shape.push_back((req.disk, req.digest_len));
+                        hasher.submit(req);
+                    }
                     Ok(ReceiverEvent::Hello(_)) => unreachable!("the session refuses a second HELLO"),
                     Err(e) => break Err(e.into()),
                 }
             }
-            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(last_frame + idle)), if data_tx.is_some() => {
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(last_frame + idle)), if data_tx.is_some() && !hasher.pending() => {
                 break Err(Error::Transport(format!("no frame from the sender {peer} for {} s; closing", idle.as_secs())));
             }
         }
     };
-    // On every path the writer drains its queue and syncs before the session is reported.
+    // On every path the writer drains its queue and syncs before the session is reported,
+    // and the disks are released before DONE, so the sender's next round finds them free.
     drop(data_tx);
     drop(events);
-    let _ = tokio::task::spawn_blocking(move || writer.join()).await;
-    result
-}
-
-/// The writer thread: verify, write, sync in batches, report what is durable.
-fn write_loop(
-    targets: Vec<Arc<TargetDisk>>,
-    ids: Vec<String>,
-    mut rx: mpsc::Receiver<WriteMsg>,
-    events: mpsc::UnboundedSender<WriterEvent>,
-) {
-    let mut scratch = Vec::new();
-    let mut dirty = vec![false; targets.len()];
-    let (mut frames, mut bytes, mut unsynced) = (0u64, 0u64, 0u64);
-    let (mut data_bytes, mut zero_bytes) = (0u64, 0u64);
-    let sync = |dirty: &mut [bool]| -> Result<(), Error> {
-        for (i, d) in dirty.iter_mut().enumerate() {
-            if std::mem::take(d) {
-                targets[i].sync()?;
-            }
-        }
-        Ok(())
-    };
-    loop {
-        let msg = match rx.try_recv() {
-            Ok(msg) => Some(msg),
-            Err(mpsc::error::TryRecvError::Empty) => {
-                // The sender paused or we caught up: make everything durable and say so.
-                if unsynced > 0 {
-                    if let Err(e) = sync(&mut dirty) {
-                        let _ = events.send(WriterEvent::Failed(e));
-                        return;
-                    }
-                    unsynced = 0;
-                    let _ = events.send(WriterEvent::Durable { frames, bytes });
-                }
-                rx.blocking_recv()
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-        };
-        let Some(WriteMsg::Data(data)) = msg else {
-            match sync(&mut dirty) {
-                Ok(()) => {
-                    let _ = events.send(WriterEvent::Durable { frames, bytes });
-                    let _ = events.send(WriterEvent::Finished {
-                        data_bytes,
-                        zero_bytes,
-                    });
-                }
-                Err(e) => {
-                    let _ = events.send(WriterEvent::Failed(e));
-                }
-            }
-            return;
-        };
-        let disk = usize::from(data.disk);
-        let fail = |source| Error::Chunk {
-            disk: ids[disk].clone(),
-            offset: data.offset,
-            source,
-        };
-        let written = blockrep_chunk::verify(
-            data.encoding,
-            data.raw_len as usize,
-            &data.digest,
-            &data.payload,
-            &mut scratch,
-        )
-        .map_err(fail)
-        .and_then(|chunk: Verified<'_>| {
-            targets[disk].write(data.offset, &chunk)?;
-            Ok(chunk.is_zero())
-        });
-        match written {
-            Ok(zero) => {
-                let len = u64::from(data.raw_len);
-                if zero {
-                    zero_bytes += len;
-                } else {
-                    data_bytes += len;
-                }
-                frames += 1;
-                bytes += len;
-                unsynced += len;
-                dirty[disk] = true;
-            }
-            Err(e) => {
-                // Keep what is already written durable; the failed chunk was not written.
-                let _ = sync(&mut dirty);
-                let _ = events.send(WriterEvent::Durable { frames, bytes });
-                let _ = events.send(WriterEvent::Failed(e));
-                return;
-            }
-        }
-        if unsynced >= SYNC_BATCH {
-            if let Err(e) = sync(&mut dirty) {
-                let _ = events.send(WriterEvent::Failed(e));
-                return;
-            }
-            unsynced = 0;
-            let _ = events.send(WriterEvent::Durable { frames, bytes });
-        }
-    }
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(hasher); // joins its threads, which may be mid-request
+        writer.join()
+    })
+    .await;
+    drop(claim);
+    let report = result?;
+    let done = session.done(report.data_bytes, report.zero_bytes);
+    write_frame(wr, &done)
+        .await
+        .map_err(|e| Error::Transport(format!("sending DONE to {peer}: {e}")))?;
+    Ok(report)
 }

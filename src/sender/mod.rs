@@ -1,0 +1,421 @@
+//! The sender: what a round sends (plan), how it gets there (connect, pipeline), and the
+//! handle the agent holds (start, STOP, progress, summary).
+//!
+//! A round opens one session: HELLO/WELCOME, then (for `Mode::Delta`) a digest comparison,
+//! then the planned chunks through the pipeline, then END/DONE.
+
+mod connect;
+mod delta;
+mod pipeline;
+mod plan;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use blockrep_blockmap::ExtentSet;
+use blockrep_disk::SourceDisk;
+use blockrep_proto::frame::valid_block_size;
+use blockrep_proto::{DiskAnnounce, Hello};
+use tokio::sync::Notify;
+use tracing::{info, warn};
+
+use connect::Link;
+
+use crate::progress::{Progress, ProgressSnapshot};
+use crate::Error;
+
+/// Default chunk size.
+pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
+/// Default window: raw bytes read but not yet durable on the target.
+pub const DEFAULT_WINDOW: u64 = 64 << 20;
+
+/// Which blocks of a disk a round sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Partition tables and the blocks filesystems use (a full round). What cannot be mapped
+    /// with certainty is sent whole.
+    #[default]
+    Used,
+    /// Every block (a full round).
+    Full,
+    /// The ranges each disk's change set marks ([`SourceSpec::changed`]; a sync round).
+    Bitmap,
+    /// The ranges whose digests differ between source and target (a sync round without a
+    /// change tracker).
+    Delta,
+}
+
+impl Mode {
+    /// The service's name for a round of this mode.
+    pub fn subtask(self) -> &'static str {
+        match self {
+            Self::Used | Self::Full => "MIGRATE_LINUX_BLOCK",
+            Self::Bitmap | Self::Delta => "SYNC_LINUX_BLOCK",
+        }
+    }
+}
+
+/// A source disk and the receiver disk id it goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// The receiver's disk id.
+    pub id: String,
+    /// The source file or block device.
+    pub path: PathBuf,
+    /// For [`Mode::Bitmap`]: the byte ranges that changed since the last round (from a change
+    /// bitmap file, or the agent's own tracker).
+    pub changed: Option<ExtentSet>,
+}
+
+impl SourceSpec {
+    pub fn new(id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
+        Self {
+            id: id.into(),
+            path: path.into(),
+            changed: None,
+        }
+    }
+}
+
+/// Everything a transfer needs.
+#[derive(Clone)]
+pub struct SendConfig {
+    /// `HOST[:PORT]` of the receiver; the port defaults to 8900.
+    pub target: String,
+    /// The name the receiver's certificate must carry; defaults to the host of `target`.
+    pub server_name: Option<String>,
+    /// TLS client configuration (trust anchors and the client certificate).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// The disks to send.
+    pub disks: Vec<SourceSpec>,
+    /// Which blocks to send.
+    pub mode: Mode,
+    /// Chunk size: a power of two from 4 KiB to 1 MiB.
+    pub block_size: u32,
+    /// The migration task id.
+    pub session_id: String,
+    /// Raw bytes in flight (read, not yet durable) at most.
+    pub window: u64,
+    /// Encoder threads.
+    pub workers: usize,
+    /// Time allowed to connect and complete the TLS handshake.
+    pub connect_timeout: Duration,
+    /// Time allowed without any answer from the receiver while it owes one.
+    pub io_timeout: Duration,
+}
+
+impl SendConfig {
+    /// A configuration with the defaults: used mode, 1 MiB chunks, 64 MiB window, one encoder
+    /// per core, a session id made from the current time.
+    pub fn new(
+        target: impl Into<String>,
+        tls: Arc<rustls::ClientConfig>,
+        disks: Vec<SourceSpec>,
+    ) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            target: target.into(),
+            server_name: None,
+            tls,
+            disks,
+            mode: Mode::Used,
+            block_size: DEFAULT_BLOCK_SIZE,
+            session_id: format!("blockrep-{}-{}", now.as_secs(), now.subsec_nanos()),
+            window: DEFAULT_WINDOW,
+            workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            connect_timeout: Duration::from_secs(15),
+            io_timeout: Duration::from_secs(120),
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if !valid_block_size(self.block_size) {
+            return Err(Error::Config(format!(
+                "block size {} is not a power of two from 4 KiB to 1 MiB",
+                self.block_size
+            )));
+        }
+        if self.disks.is_empty() {
+            return Err(Error::Config("no disks to send".into()));
+        }
+        if self.disks.len() > usize::from(blockrep_proto::consts::MAX_DISKS) {
+            return Err(Error::Config(format!(
+                "{} disks in one session; at most {}",
+                self.disks.len(),
+                blockrep_proto::consts::MAX_DISKS
+            )));
+        }
+        let ident = |s: &str, max| blockrep_proto::codec::is_identifier(s, max);
+        for (i, d) in self.disks.iter().enumerate() {
+            if !ident(&d.id, blockrep_proto::consts::MAX_DISK_ID_LEN) {
+                return Err(Error::Config(format!(
+                    "disk id {:?}: use 1 to 64 characters of A-Z a-z 0-9 . _ -",
+                    d.id
+                )));
+            }
+            if self.disks[..i].iter().any(|e| e.id == d.id) {
+                return Err(Error::Config(format!("disk id {:?} is given twice", d.id)));
+            }
+        }
+        if !ident(&self.session_id, blockrep_proto::consts::MAX_SESSION_ID_LEN) {
+            return Err(Error::Config(format!(
+                "session id {:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ -",
+                self.session_id
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a finished (or stopped) transfer did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SendSummary {
+    /// `MIGRATE_LINUX_BLOCK` or `SYNC_LINUX_BLOCK`.
+    pub subtask_name: &'static str,
+    /// True when every planned chunk is durable on the target; false after a STOP.
+    pub complete: bool,
+    /// Raw bytes planned.
+    pub total_bytes: u64,
+    /// Raw bytes read from the sources.
+    pub read_bytes: u64,
+    /// Raw bytes sent.
+    pub sent_bytes: u64,
+    /// Raw bytes durable on the target.
+    pub acked_bytes: u64,
+    /// Bytes written to the connection.
+    pub wire_bytes: u64,
+    /// Raw bytes sent as zero chunks.
+    pub zero_bytes: u64,
+    /// Bytes of frames received (acknowledgements, digests): with `wire_bytes`, everything
+    /// the session put on the network before TLS.
+    pub received_bytes: u64,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Raw bytes planned but not durable (0 when complete).
+    pub remaining_bytes: u64,
+    /// Per disk id, the planned ranges that are not durable on the target: what the next
+    /// round must send as well (empty when complete).
+    #[serde(skip)]
+    pub remaining: Vec<(String, ExtentSet)>,
+}
+
+/// Shared between a running transfer and its handle: STOP and progress.
+pub struct Control {
+    stop: AtomicBool,
+    notify: Notify,
+    progress: Progress,
+}
+
+impl Control {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self {
+            stop: AtomicBool::new(false),
+            notify: Notify::new(),
+            progress: Progress::new("MIGRATE_LINUX_BLOCK"),
+        })
+    }
+
+    /// The service's STOP: finish what is in flight, end the session cleanly, return a summary
+    /// with `complete: false`. Safe to call from any thread, any number of times.
+    pub fn stop(&self) {
+        self.stop.store(true, Relaxed);
+        self.notify.notify_one();
+    }
+
+    /// Has STOP been asked for?
+    pub fn is_stopped(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+
+    /// Progress now.
+    pub fn progress(&self) -> ProgressSnapshot {
+        self.progress.snapshot()
+    }
+
+    async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.is_stopped() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// A transfer running on its own thread, for callers that do not run tokio.
+pub struct SendHandle {
+    control: Arc<Control>,
+    thread: Option<thread::JoinHandle<Result<SendSummary, Error>>>,
+}
+
+/// Starts a transfer on a thread of its own (with its own small tokio runtime).
+pub fn start(config: SendConfig) -> SendHandle {
+    let control = Control::new();
+    let c = control.clone();
+    let thread = thread::Builder::new()
+        .name("blockrep-send".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
+            rt.block_on(send(config, c))
+        })
+        .expect("spawning a thread");
+    SendHandle {
+        control,
+        thread: Some(thread),
+    }
+}
+
+impl SendHandle {
+    /// STOP: see [`Control::stop`].
+    pub fn cancel(&self) {
+        self.control.stop();
+    }
+
+    /// Progress now.
+    pub fn progress(&self) -> ProgressSnapshot {
+        self.control.progress()
+    }
+
+    /// The shared control, e.g. for a progress reporter thread.
+    pub fn control(&self) -> Arc<Control> {
+        self.control.clone()
+    }
+
+    /// True once the transfer has ended (successfully or not).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits for the end of the transfer.
+    pub fn wait(mut self) -> Result<SendSummary, Error> {
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Error::Transport("the transfer thread panicked".into())),
+            None => Err(Error::Transport(
+                "the transfer was already waited for".into(),
+            )),
+        }
+    }
+}
+
+/// Runs one round to its end: every planned chunk durable (`complete`), or stopped by
+/// [`Control::stop`], or an error.
+pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSummary, Error> {
+    config.validate()?;
+    let started = Instant::now();
+    let progress = &control.progress;
+    progress.set_subtask(config.mode.subtask());
+    let mut sources = Vec::with_capacity(config.disks.len());
+    for spec in &config.disks {
+        let source = SourceDisk::open(&spec.path)?;
+        if source.size() == 0 {
+            return Err(Error::Config(format!(
+                "source disk {} ({}) is empty",
+                spec.id,
+                spec.path.display()
+            )));
+        }
+        sources.push(Arc::new(source));
+    }
+    // Block maps read disk metadata: off the reactor.
+    let mut plans = {
+        let (sources, config) = (sources.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            sources
+                .iter()
+                .zip(&config.disks)
+                .map(|(source, spec)| plan::plan_disk(config.mode, source, spec))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Config(format!("planning failed: {e}")))??
+    };
+
+    let hello = Hello {
+        version_min: 0,
+        version_max: 0,
+        session_id: config.session_id.clone(),
+        agent_version: crate::VERSION.into(),
+        disks: config
+            .disks
+            .iter()
+            .zip(&sources)
+            .map(|(spec, source)| DiskAnnounce {
+                id: spec.id.clone(),
+                size: source.size(),
+                block_size: config.block_size,
+            })
+            .collect(),
+    };
+    let mut link = Link::open(
+        &config.target,
+        config.server_name.as_deref(),
+        config.tls.clone(),
+        (config.connect_timeout, config.io_timeout),
+        hello,
+        progress.received.clone(),
+    )
+    .await?;
+    // What the receiver already holds for this session need not be sent again.
+    for (plan, held) in plans.iter_mut().zip(&link.welcome.held) {
+        if !held.is_empty() {
+            let held: ExtentSet = held
+                .iter()
+                .map(|e| blockrep_blockmap::Extent::new(e.offset, e.len))
+                .collect();
+            *plan = plan.subtract(&held);
+        }
+    }
+    if config.mode == Mode::Delta {
+        plans = delta::differing(&mut link, &sources, &plans, &config, &control).await?;
+    }
+    progress
+        .total
+        .store(plans.iter().map(ExtentSet::total).sum(), Relaxed);
+
+    let streamed = pipeline::stream(&mut link, &sources, &plans, &config, &control).await?;
+    let remaining: Vec<(String, ExtentSet)> = config
+        .disks
+        .iter()
+        .zip(plans.iter().zip(&streamed.durable))
+        .map(|(spec, (plan, durable))| (spec.id.clone(), plan.subtract(durable)))
+        .filter(|(_, rest)| !rest.is_empty())
+        .collect();
+    let s = progress.snapshot();
+    let summary = SendSummary {
+        subtask_name: config.mode.subtask(),
+        complete: streamed.complete,
+        total_bytes: s.totalsize,
+        read_bytes: s.read_bytes,
+        sent_bytes: s.sent_bytes,
+        acked_bytes: s.replicatesize,
+        wire_bytes: s.wire_bytes,
+        zero_bytes: s.zero_bytes,
+        received_bytes: s.received_bytes,
+        elapsed_ms: started.elapsed().as_millis() as u64,
+        remaining_bytes: remaining.iter().map(|(_, r)| r.total()).sum(),
+        remaining,
+    };
+    if summary.complete && summary.remaining_bytes != 0 {
+        warn!(
+            remaining = summary.remaining_bytes,
+            "complete, but some planned ranges were not acknowledged"
+        );
+    }
+    info!(
+        complete = summary.complete,
+        sent = summary.sent_bytes,
+        wire = summary.wire_bytes,
+        "round ended"
+    );
+    Ok(summary)
+}

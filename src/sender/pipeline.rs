@@ -1,0 +1,437 @@
+//! Streaming chunks: reader thread, encoder workers, and the async loop that writes DATA
+//! frames and takes ACKs.
+//!
+//! ```text
+//! reader thread ──(jobs)──► encoder workers ──(encoded)──► async loop ──► TLS
+//!  pread, window                lz4 + blake3                   ▲ ACK frames release the window
+//! ```
+//!
+//! Memory is bounded by the queues between the stages (a few chunks each) and by the window of
+//! raw bytes read but not yet acknowledged as durable, whatever the disk size. Disk reads,
+//! compression and hashing never run on the async reactor.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use blockrep_blockmap::ExtentSet;
+use blockrep_chunk::Encoding;
+use blockrep_disk::SourceDisk;
+use blockrep_proto::frame::encode_data_head;
+use blockrep_proto::{Frame, SenderEvent, Sent};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use tracing::{debug, info};
+
+use super::connect::{peer_error, read_failure, Link};
+use super::{plan, Control, SendConfig};
+use crate::framed::{write_frame, ReadError};
+use crate::Error;
+
+/// The window: raw bytes read but not yet acknowledged. The reader thread blocks on it.
+struct Window {
+    state: Mutex<(u64, bool)>,
+    cond: Condvar,
+}
+
+impl Window {
+    fn new(bytes: u64) -> Self {
+        Self {
+            state: Mutex::new((bytes, false)),
+            cond: Condvar::new(),
+        }
+    }
+
+    /// Takes `n` bytes of window, waiting for them; false once closed.
+    fn acquire(&self, n: u64) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if s.1 {
+                return false;
+            }
+            if s.0 >= n {
+                s.0 -= n;
+                return true;
+            }
+            s = self.cond.wait(s).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn release(&self, n: u64) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.0 += n;
+        self.cond.notify_all();
+    }
+
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1 = true;
+        self.cond.notify_all();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).1
+    }
+}
+
+/// A chunk read from a disk, on its way to an encoder.
+struct Job {
+    disk: u16,
+    offset: u64,
+    raw: Vec<u8>,
+}
+
+/// A chunk ready to go on the wire.
+struct Encoded {
+    disk: u16,
+    offset: u64,
+    raw: Vec<u8>,
+    encoding: Encoding,
+    digest: blockrep_chunk::Digest,
+    /// The lz4 payload, for `Encoding::Lz4`.
+    compressed: Option<Vec<u8>>,
+}
+
+impl Encoded {
+    fn payload(&self) -> &[u8] {
+        match self.encoding {
+            Encoding::Raw => &self.raw,
+            Encoding::Lz4 => self.compressed.as_deref().unwrap_or_default(),
+            Encoding::Zero => &[],
+        }
+    }
+}
+
+/// Reusable buffers, so steady state allocates nothing per chunk.
+#[derive(Clone)]
+struct Pool {
+    tx: crossbeam_channel::Sender<Vec<u8>>,
+    rx: crossbeam_channel::Receiver<Vec<u8>>,
+}
+
+impl Pool {
+    fn new(max: usize) -> Self {
+        let (tx, rx) = crossbeam_channel::bounded(max);
+        Self { tx, rx }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        self.rx.try_recv().unwrap_or_default()
+    }
+
+    fn give(&self, buf: Vec<u8>) {
+        let _ = self.tx.try_send(buf);
+    }
+}
+
+/// What a round's streaming achieved.
+pub(crate) struct Streamed {
+    /// Every planned chunk is durable (false after a STOP).
+    pub complete: bool,
+    /// Per disk, the ranges the receiver acknowledged as durable.
+    pub durable: Vec<ExtentSet>,
+}
+
+/// The state the async loop shares between its steps.
+struct Stream<'a> {
+    link: &'a mut Link,
+    window: &'a Window,
+    control: &'a Control,
+    config: &'a SendConfig,
+    durable: Vec<ExtentSet>,
+}
+
+impl Stream<'_> {
+    /// Handles one frame from the receiver; returns DONE when it arrives.
+    fn on_frame(
+        &mut self,
+        frame: Option<Result<Option<Frame>, ReadError>>,
+    ) -> Result<Option<blockrep_proto::Done>, Error> {
+        let peer = &self.link.peer;
+        let frame = frame
+            .unwrap_or(Ok(None))
+            .map_err(|e| read_failure(e, peer))?
+            .ok_or_else(|| {
+                Error::Transport(format!("the receiver {peer} closed the connection"))
+            })?;
+        match self.link.session.handle_frame(frame)? {
+            SenderEvent::Acked(sent) => {
+                let mut bytes = 0;
+                for s in &sent {
+                    let len = u64::from(s.raw_len);
+                    self.durable[usize::from(s.disk)].insert(s.offset, len);
+                    bytes += len;
+                }
+                self.window.release(bytes);
+                self.control.progress.acked.fetch_add(bytes, Relaxed);
+                Ok(None)
+            }
+            SenderEvent::Done(done) => Ok(Some(done)),
+            SenderEvent::PeerError(e) => Err(peer_error(e)),
+            SenderEvent::Welcome(_) => unreachable!("the session refuses a second WELCOME"),
+            SenderEvent::Hashes { .. } => {
+                unreachable!("no HASH_REQUEST is outstanding while streaming")
+            }
+        }
+    }
+
+    /// Writes every encoded chunk until the encoders are done (or STOP closed the window).
+    async fn write_all(
+        &mut self,
+        enc_rx: &mut mpsc::Receiver<Encoded>,
+        raw_pool: &Pool,
+        lz4_pool: &Pool,
+    ) -> Result<(), Error> {
+        let io_timeout = self.config.io_timeout;
+        let mut last_ack = Instant::now();
+        loop {
+            let owed = self.link.session.unacked().next().is_some();
+            let deadline = tokio::time::Instant::from_std(last_ack + io_timeout);
+            tokio::select! {
+                biased;
+                frame = self.link.frames.recv() => {
+                    if let Some(done) = self.on_frame(frame)? {
+                        unreachable!("the session refuses DONE before END: {done:?}");
+                    }
+                    last_ack = Instant::now();
+                }
+                _ = self.control.stopped(), if !self.window.is_closed() => {
+                    info!("STOP requested: finishing the chunks in flight");
+                    self.window.close();
+                }
+                chunk = enc_rx.recv() => {
+                    let Some(chunk) = chunk else { return Ok(()) };
+                    if !owed {
+                        last_ack = Instant::now();
+                    }
+                    self.write_chunk(&chunk).await?;
+                    raw_pool.give(chunk.raw);
+                    if let Some(c) = chunk.compressed {
+                        lz4_pool.give(c);
+                    }
+                    if enc_rx.is_empty() {
+                        self.link.wr.flush().await.map_err(|e| self.transport(e))?;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if owed => {
+                    return Err(Error::Transport(format!(
+                        "the receiver {} acknowledged nothing for {} s", self.link.peer, io_timeout.as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn write_chunk(&mut self, chunk: &Encoded) -> Result<(), Error> {
+        let payload = chunk.payload();
+        let raw_len = chunk.raw.len() as u32;
+        let head = encode_data_head(
+            chunk.disk,
+            chunk.encoding,
+            chunk.offset,
+            raw_len,
+            &chunk.digest,
+            payload.len(),
+        );
+        self.link
+            .wr
+            .write_all(&head)
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.link
+            .wr
+            .write_all(payload)
+            .await
+            .map_err(|e| self.transport(e))?;
+        self.link.session.record_data(Sent {
+            disk: chunk.disk,
+            offset: chunk.offset,
+            raw_len,
+        });
+        let progress = &self.control.progress;
+        progress.sent.fetch_add(u64::from(raw_len), Relaxed);
+        progress
+            .wire
+            .fetch_add((head.len() + payload.len()) as u64, Relaxed);
+        if chunk.encoding == Encoding::Zero {
+            progress.zero.fetch_add(u64::from(raw_len), Relaxed);
+        }
+        Ok(())
+    }
+
+    fn transport(&self, e: std::io::Error) -> Error {
+        Error::Transport(format!("sending to the receiver {}: {e}", self.link.peer))
+    }
+
+    /// After a failed write: the receiver usually said why before it closed. Prefer its ERROR
+    /// (and take its last ACKs) to a bare "broken pipe"; bounded in time.
+    async fn explain(&mut self, fallback: Error) -> Error {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while let Ok(frame) = tokio::time::timeout_at(deadline, self.link.frames.recv()).await {
+            let last = frame.is_none();
+            match self.on_frame(frame) {
+                Ok(_) if !last => continue,
+                Err(e @ Error::Peer { .. }) => return e,
+                _ => break,
+            }
+        }
+        fallback
+    }
+
+    /// Sends END and waits for DONE, taking the last ACKs.
+    async fn finish(&mut self, complete: bool) -> Result<(), Error> {
+        let io_timeout = self.config.io_timeout;
+        let end = self.link.session.end(complete);
+        write_frame(&mut self.link.wr, &end)
+            .await
+            .map_err(|e| Error::Transport(format!("sending END to {}: {e}", self.link.peer)))?;
+        loop {
+            let frame = tokio::time::timeout(io_timeout, self.link.frames.recv())
+                .await
+                .map_err(|_| {
+                    Error::Transport(format!(
+                        "no answer to END from {} within {} s",
+                        self.link.peer,
+                        io_timeout.as_secs()
+                    ))
+                })?;
+            if let Some(done) = self.on_frame(frame)? {
+                debug!(?done, "receiver summary");
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Streams every chunk of `plans` over `link`, then ends the session (END/DONE). Returns
+/// what became durable; on an error the session is over too.
+pub(crate) async fn stream(
+    link: &mut Link,
+    sources: &[Arc<SourceDisk>],
+    plans: &[ExtentSet],
+    config: &SendConfig,
+    control: &Arc<Control>,
+) -> Result<Streamed, Error> {
+    let window = Arc::new(Window::new(config.window.max(u64::from(config.block_size))));
+    let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+    let workers = config.workers.max(1);
+    let raw_pool = Pool::new(4 * workers + 4);
+    let lz4_pool = Pool::new(4 * workers + 4);
+    let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
+    let (enc_tx, mut enc_rx) = mpsc::channel::<Encoded>(2 * workers);
+
+    let reader_thread = {
+        let (window, failure, pool, control) = (
+            window.clone(),
+            failure.clone(),
+            raw_pool.clone(),
+            control.clone(),
+        );
+        let sources = sources.to_vec();
+        let plans = plans.to_vec();
+        let block_size = config.block_size;
+        thread::Builder::new()
+            .name("blockrep-read".into())
+            .spawn(move || {
+                for (disk, offset, len) in plan::chunks(&plans, block_size) {
+                    if control.is_stopped() || !window.acquire(u64::from(len)) {
+                        return;
+                    }
+                    let mut raw = pool.take();
+                    raw.resize(len as usize, 0);
+                    let source = &sources[usize::from(disk)];
+                    if let Err(e) = source.read_exact_at(&mut raw, offset) {
+                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.into());
+                        return;
+                    }
+                    source.drop_cache(offset, u64::from(len));
+                    control.progress.read.fetch_add(u64::from(len), Relaxed);
+                    if job_tx.send(Job { disk, offset, raw }).is_err() {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning a thread")
+    };
+    let encoders: Vec<_> = (0..workers)
+        .map(|i| {
+            let (job_rx, enc_tx, lz4_pool) = (job_rx.clone(), enc_tx.clone(), lz4_pool.clone());
+            thread::Builder::new()
+                .name(format!("blockrep-enc{i}"))
+                .spawn(move || {
+                    let mut compressed = lz4_pool.take();
+                    for job in job_rx {
+                        let e = blockrep_chunk::encode(&job.raw, &mut compressed);
+                        let compressed = (e.encoding == Encoding::Lz4)
+                            .then(|| std::mem::replace(&mut compressed, lz4_pool.take()));
+                        let out = Encoded {
+                            disk: job.disk,
+                            offset: job.offset,
+                            raw: job.raw,
+                            encoding: e.encoding,
+                            digest: e.digest,
+                            compressed,
+                        };
+                        if enc_tx.blocking_send(out).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .expect("spawning a thread")
+        })
+        .collect();
+    drop((job_rx, enc_tx));
+
+    let mut st = Stream {
+        link,
+        window: &window,
+        control,
+        config,
+        durable: vec![ExtentSet::new(); plans.len()],
+    };
+    let written = match st.write_all(&mut enc_rx, &raw_pool, &lz4_pool).await {
+        Err(e @ Error::Transport(_)) => Err(st.explain(e).await),
+        other => other,
+    };
+    // Whatever happened, let the pipeline threads finish: close the window and the queue.
+    window.close();
+    drop(enc_rx);
+    let _ = reader_thread.join();
+    for e in encoders {
+        let _ = e.join();
+    }
+    let read_failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match (written, read_failure) {
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(e)) => {
+            let abort = st.link.session.abort(e.code(), &e.to_string());
+            let _ = write_frame(&mut st.link.wr, &abort).await;
+            Err(e)
+        }
+        (Ok(()), None) => {
+            let complete = !control.is_stopped();
+            st.finish(complete).await?;
+            Ok(Streamed {
+                complete,
+                durable: st.durable,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_blocks_until_released() {
+        let w = Arc::new(Window::new(10));
+        assert!(w.acquire(10));
+        let w2 = w.clone();
+        let t = thread::spawn(move || w2.acquire(5));
+        w.release(5);
+        assert!(t.join().unwrap());
+        w.close();
+        assert!(!w.acquire(1));
+    }
+}
