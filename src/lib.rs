@@ -6,8 +6,10 @@
 //! rules live in `blockrep-proto` (sans I/O), chunk encoding in `blockrep-chunk`, disk access
 //! in `blockrep-disk`; this crate is the tokio/rustls driver around them and the CLI.
 //!
-//! What it does not do (yet): used-block maps, change bitmaps, hash deltas, rate limits,
-//! resume and verification are later work; `Mode::Used` reads every block.
+//! A migration is one full round (`Mode::Used`: partition tables and allocated blocks, from
+//! `blockrep-blockmap`) then sync rounds (`Mode::Bitmap` from a change tracker, or
+//! `Mode::Delta` by comparing digests); [`Migration`] keeps what a stopped round left for the
+//! next. Rate limits, resume across restarts and verification are later work.
 
 pub mod certs;
 pub mod cli;
@@ -15,13 +17,16 @@ pub mod demo;
 mod digests;
 pub mod error;
 mod framed;
+pub mod migration;
 pub mod progress;
 pub mod receiver;
 pub mod sender;
 pub mod size;
 pub mod tls;
 
+pub use blockrep_blockmap::ExtentSet;
 pub use error::{codes, Error};
+pub use migration::{Migration, SyncChanges};
 pub use progress::{Progress, ProgressSnapshot};
 pub use receiver::{serve, ReceiverConfig, ServeOutcome, SessionReport};
 pub use sender::{send, start, Control, Mode, SendConfig, SendHandle, SendSummary, SourceSpec};

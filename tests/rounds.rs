@@ -236,3 +236,72 @@ async fn bitmap_for_another_disk_size_is_refused() {
     let err = bitmap::read_native(fs::File::open(&path).unwrap(), r.size).unwrap_err();
     assert!(err.to_string().contains("another disk"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migration_full_round_stopped_then_sync_rounds_converge() {
+    use blockrep::{Migration, SyncChanges};
+    use std::collections::BTreeMap;
+
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    let size = make_image(&src, &[Region::Random(24 * MIB), Region::Text(8 * MIB)], 21);
+    std::fs::File::create(&dst).unwrap().set_len(size).unwrap();
+    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    let mut base = config(&pki, rx.addr, &src, Mode::Full);
+    base.window = 512 << 10;
+    base.block_size = 64 << 10;
+    base.workers = 1;
+    let mut m = Migration::new(base);
+
+    // Sync before any full round is refused for bitmaps.
+    let early = m
+        .sync_round(SyncChanges::Bitmap(BTreeMap::new()), Control::new())
+        .await;
+    assert!(early.is_err());
+
+    // Full round, stopped part-way.
+    let control = Control::new();
+    let c2 = control.clone();
+    let stopper = tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while c2.progress().replicatesize < 2 * MIB && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        c2.stop();
+    });
+    let full = m.full_round(control).await.expect("stopped full round");
+    stopper.await.unwrap();
+    assert_eq!(full.subtask_name, "MIGRATE_LINUX_BLOCK");
+    let left: u64 = m.pending().values().map(ExtentSet::total).sum();
+    assert_eq!(left, full.remaining_bytes);
+    assert_eq!(
+        left + full.acked_bytes,
+        size,
+        "durable + pending = the whole disk"
+    );
+
+    // The source changes; a bitmap round sends the changes and what the full round left.
+    let changed = scatter(&src, 0.02, 5);
+    let s = m
+        .sync_round(
+            SyncChanges::Bitmap(BTreeMap::from([("d0".to_string(), changed)])),
+            Control::new(),
+        )
+        .await
+        .expect("bitmap round");
+    assert!(s.complete && m.pending().is_empty(), "{s:?}");
+    assert!(cmp(&src, &dst), "converged after the bitmap round");
+
+    // More changes, tracker lost: a delta round.
+    let again = scatter(&src, 0.01, 6);
+    let d = m
+        .sync_round(SyncChanges::Delta, Control::new())
+        .await
+        .expect("delta round");
+    assert_eq!(d.subtask_name, "SYNC_LINUX_BLOCK");
+    assert_eq!(d.sent_bytes, again.total());
+    assert!(cmp(&src, &dst), "converged after the delta round");
+    assert_eq!(m.rounds(), 3, "the refused round never started");
+    rx.stop().await;
+}

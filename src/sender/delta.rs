@@ -82,9 +82,12 @@ pub(crate) async fn differing(
     let (mut asked, mut compared) = (0u64, 0u64);
     while !(to_send.is_empty() && in_flight.is_empty()) {
         if control.is_stopped() {
-            return Err(Error::Transport(
-                "STOP during the digest comparison; nothing was sent yet".into(),
-            ));
+            // STOP: ask nothing more and take the answers due (the session must be quiet
+            // before END); the whole plan is left to the next round.
+            to_send.clear();
+            if in_flight.is_empty() {
+                break;
+            }
         }
         while in_flight.len() < MAX_OUTSTANDING_HASH_REQUESTS.min(4) {
             let Some(work) = to_send.pop_front() else {
@@ -161,6 +164,9 @@ pub(crate) async fn differing(
                 }
             }
         }
+    }
+    if control.is_stopped() {
+        return Ok(plans.to_vec());
     }
     debug!(
         asked,
