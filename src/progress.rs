@@ -34,6 +34,8 @@ pub struct Progress {
     pub(crate) zero: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) received: Arc<AtomicU64>,
+    /// False until the round knows its plan (a delta round compares digests first).
+    pub(crate) planned: std::sync::atomic::AtomicBool,
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
 }
 
@@ -81,6 +83,7 @@ impl Progress {
             zero: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             received: Arc::default(),
+            planned: std::sync::atomic::AtomicBool::new(false),
             samples: Mutex::new(VecDeque::from([(start, 0, 0)])),
         }
     }
@@ -122,7 +125,9 @@ impl Progress {
         let remaining = total.saturating_sub(acked);
         ProgressSnapshot {
             subtask_name: *self.subtask.lock().unwrap_or_else(|e| e.into_inner()),
-            progress: if total == 0 {
+            progress: if !self.planned.load(Relaxed) {
+                0.0
+            } else if total == 0 {
                 100.0
             } else {
                 (acked as f64 * 100.0 / total as f64).min(100.0)
@@ -174,8 +179,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn unknown_plan_is_not_complete() {
+        let p = Progress::new("SYNC_LINUX_BLOCK");
+        assert_eq!(p.snapshot().progress, 0.0);
+    }
+
+    #[test]
     fn empty_plan_is_complete() {
         let p = Progress::new("MIGRATE_LINUX_BLOCK");
+        p.planned.store(true, Relaxed);
         let s = p.snapshot();
         assert_eq!(s.progress, 100.0);
         assert_eq!(s.remain_time, 0);
@@ -185,6 +197,7 @@ mod tests {
     #[test]
     fn figures_follow_counters() {
         let p = Progress::new("MIGRATE_LINUX_BLOCK");
+        p.planned.store(true, Relaxed);
         p.total.store(1000, Relaxed);
         p.acked.store(250, Relaxed);
         p.sent.store(500, Relaxed);

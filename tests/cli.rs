@@ -1258,3 +1258,192 @@ fn missing_target_disk_fails_at_start() {
     );
     assert!(!missing.exists(), "the receiver created the missing target");
 }
+
+/// `blockrep send` with `args` after the connection flags (no default `--mode`).
+fn send_with(to: &str, pki: &Pki, args: &[&str]) -> Output {
+    let auth = ClientAuth::of(pki);
+    let mut cmd = Command::new(SEND);
+    cmd.args([
+        "send",
+        "--to",
+        to,
+        "--ca",
+        p(auth.ca),
+        "--cert",
+        p(auth.cert),
+        "--key",
+        p(auth.key),
+    ]);
+    cmd.args(args);
+    run(&mut cmd)
+}
+
+/// Overwrites every `stride`-th 4 KiB block from `first` with `byte`.
+fn touch_blocks(path: &Path, first: u64, stride: u64, byte: u8) {
+    use std::os::unix::fs::FileExt;
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .expect("open the source");
+    let blocks = f.metadata().expect("metadata").len() / 4096;
+    let mut b = first;
+    while b < blocks {
+        f.write_all_at(&[byte; 4096], b * 4096)
+            .expect("write a block");
+        b += stride;
+    }
+}
+
+#[test]
+fn sync_rounds_through_the_cli() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let (source, target, before) = (
+        tmp.path().join("s.img"),
+        tmp.path().join("t.img"),
+        tmp.path().join("before.img"),
+    );
+    let data = make_image(&source, IMAGE_SIZE, 41);
+    fs::write(&target, &data).expect("target starts as a copy");
+    fs::write(&before, &data).expect("snapshot");
+    touch_blocks(&source, 3, 17, 0x5a);
+    let bitmap = tmp.path().join("changes.bmap");
+    let diff = run_ok(Command::new(SEND).args([
+        "bitmap",
+        "diff",
+        p(&before),
+        p(&source),
+        "--block-size",
+        "4KiB",
+        "--out",
+        p(&bitmap),
+    ]));
+    assert!(diff.stdout.contains("changed"), "{}", diff.stdout);
+
+    let receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+    // A bitmap round.
+    let out = send_with(
+        &receiver.addr,
+        &pki,
+        &[
+            "--disk",
+            &disk("d0", &source),
+            "--mode",
+            "bitmap",
+            "--bitmap",
+            &disk("d0", &bitmap),
+            "--progress",
+            "json",
+        ],
+    );
+    assert_sent(&out, "bitmap round");
+    assert!(
+        out.stdout.contains("\"subtask_name\":\"SYNC_LINUX_BLOCK\""),
+        "{}",
+        out.stdout
+    );
+    assert_file_is(
+        &target,
+        &fs::read(&source).expect("source"),
+        "target after the bitmap round",
+    );
+    // A delta round after more changes, without a bitmap.
+    touch_blocks(&source, 5, 23, 0xa5);
+    let out = send_with(
+        &receiver.addr,
+        &pki,
+        &[
+            "--disk",
+            &disk("d0", &source),
+            "--mode",
+            "delta",
+            "--progress",
+            "json",
+        ],
+    );
+    assert_sent(&out, "delta round");
+    let summary: Value =
+        serde_json::from_str(out.stdout.lines().last().expect("a summary")).expect("JSON");
+    let sent = summary["summary"]["sent_bytes"]
+        .as_u64()
+        .expect("sent_bytes");
+    assert!(
+        sent > 0 && sent < IMAGE_SIZE as u64 / 10,
+        "delta sent {sent} bytes"
+    );
+    assert_file_is(
+        &target,
+        &fs::read(&source).expect("source"),
+        "target after the delta round",
+    );
+
+    // Mistakes get one clear line each.
+    let out = send_with(
+        &receiver.addr,
+        &pki,
+        &["--disk", &disk("d0", &source), "--mode", "bitmap"],
+    );
+    let line = assert_error_line(&out.stderr, "SMS.1908");
+    assert!(line.contains("--bitmap d0=FILE"), "{line}");
+    let other = tmp.path().join("other.img");
+    make_image(&other, IMAGE_SIZE + 4096, 1);
+    let wrong = tmp.path().join("wrong.bmap");
+    run_ok(Command::new(SEND).args([
+        "bitmap",
+        "diff",
+        p(&other),
+        p(&other),
+        "--block-size",
+        "4KiB",
+        "--out",
+        p(&wrong),
+    ]));
+    let out = send_with(
+        &receiver.addr,
+        &pki,
+        &[
+            "--disk",
+            &disk("d0", &source),
+            "--mode",
+            "bitmap",
+            "--bitmap",
+            &disk("d0", &wrong),
+        ],
+    );
+    let line = assert_error_line(&out.stderr, "SMS.1908");
+    assert!(line.contains("another disk"), "{line}");
+    drop(receiver);
+}
+
+#[test]
+fn blockmap_command_describes_a_disk() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let img = tmp.path().join("disk.img");
+    fs::File::create(&img)
+        .expect("create")
+        .set_len(64 << 20)
+        .expect("size");
+    run_ok(Command::new("sgdisk").args(["-o", "-n", "1:2048:+16M", "-t", "1:8300", p(&img)]));
+    let text = run_ok(Command::new(SEND).args(["blockmap", p(&img)]));
+    assert!(
+        text.stdout.contains("partition table: gpt"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("to send:"), "{}", text.stdout);
+    let json = run_ok(Command::new(SEND).args(["blockmap", p(&img), "--json"]));
+    let v: Value = serde_json::from_str(json.stdout.trim()).expect("one JSON object");
+    let total: u64 = v["extents"]
+        .as_array()
+        .expect("extents")
+        .iter()
+        .map(|e| e[1].as_u64().expect("length"))
+        .sum();
+    assert_eq!(Some(total), v["used_bytes"].as_u64());
+    assert_eq!(v["partitions"].as_array().map(Vec::len), Some(1));
+    let full = run_ok(Command::new(SEND).args(["blockmap", p(&img), "--mode", "full", "--json"]));
+    let v: Value = serde_json::from_str(full.stdout.trim()).expect("one JSON object");
+    assert_eq!(v["used_bytes"].as_u64(), Some(64 << 20));
+    let missing = run(Command::new(SEND).args(["blockmap", p(&tmp.path().join("nope.img"))]));
+    assert_error_line(&missing.stderr, "SMS.2013");
+}

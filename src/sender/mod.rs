@@ -381,6 +381,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
     progress
         .total
         .store(plans.iter().map(ExtentSet::total).sum(), Relaxed);
+    progress.planned.store(true, Relaxed);
 
     let streamed = pipeline::stream(&mut link, &sources, &plans, &config, &control).await?;
     let remaining: Vec<(String, ExtentSet)> = config
