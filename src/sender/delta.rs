@@ -45,8 +45,9 @@ struct Local {
 }
 
 enum Level {
-    /// Coarse digests of whole ranges; the local digests are being computed.
-    Coarse(JoinHandle<Result<Local, Error>>),
+    /// Coarse digests of whole ranges; the local digests are computed from when the request
+    /// is sent, so at most as many source reads run as requests are in flight.
+    Coarse(Option<JoinHandle<Result<Local, Error>>>),
     /// Fine digests of coarse granules that differed; the local ones, in request order.
     Fine(Vec<u8>),
 }
@@ -71,10 +72,9 @@ pub(crate) async fn differing(
     for (disk, plan) in plans.iter().enumerate() {
         let size = sources[disk].size();
         for request in coarse_requests(disk as u16, plan, size, &key) {
-            let local = local_digests(&sources[disk], &request);
             to_send.push_back(Work {
                 request,
-                level: Level::Coarse(local),
+                level: Level::Coarse(None),
             });
         }
     }
@@ -90,9 +90,13 @@ pub(crate) async fn differing(
             }
         }
         while in_flight.len() < MAX_OUTSTANDING_HASH_REQUESTS.min(4) {
-            let Some(work) = to_send.pop_front() else {
+            let Some(mut work) = to_send.pop_front() else {
                 break;
             };
+            if let Level::Coarse(local @ None) = &mut work.level {
+                let source = &sources[usize::from(work.request.disk)];
+                *local = Some(local_digests(source, &work.request));
+            }
             let frame = link.session.request_hashes(work.request.clone());
             control.progress.wire.fetch_add(
                 frame.encoded_len() as u64,
@@ -136,6 +140,7 @@ pub(crate) async fn differing(
         match work.level {
             Level::Coarse(local) => {
                 let local = local
+                    .expect("local hashing starts when the request is sent")
                     .await
                     .map_err(|e| Error::Transport(format!("hashing the source failed: {e}")))??;
                 let mut dirty = Vec::new();
