@@ -12,6 +12,7 @@ pub mod bitmap;
 pub mod error;
 pub mod extent;
 pub mod fs;
+pub mod fuzzing;
 pub mod map;
 pub mod read;
 pub mod table;

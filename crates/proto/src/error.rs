@@ -106,7 +106,7 @@ pub enum ProtocolError {
     #[error("disk id {0:?} is announced twice")]
     DuplicateDisk(String),
     /// A DATA frame names a disk index that was not announced.
-    #[error("DATA frame for disk index {index}, but only {count} disks were announced")]
+    #[error("a frame names disk index {index}, but only {count} disks were announced")]
     UnknownDisk {
         /// The index in the frame.
         index: u16,
@@ -114,7 +114,7 @@ pub enum ProtocolError {
         count: usize,
     },
     /// A DATA frame reaches past the end of its disk, or is longer than its block size.
-    #[error("DATA frame for disk {disk:?} at offset {offset} length {len} is outside the disk ({size} bytes, block size {block_size})")]
+    #[error("a frame for disk {disk:?} at offset {offset} length {len} is outside the disk ({size} bytes, block size {block_size})")]
     OutOfBounds {
         /// The disk id.
         disk: String,

@@ -161,6 +161,18 @@ mod tests {
             ..testutil::data_raw(1, 4096, 4096, 0x41)
         });
         let zero = Frame::Data(testutil::data_zero(1, 1 << 19, 4096));
+        let hash_request = |disk, granularity, ranges: &[(u64, u32)]| {
+            Frame::HashRequest(HashRequest {
+                disk,
+                digest_len: 8,
+                granularity,
+                key: *b"blockrep fuzz seed key, 32 bytes",
+                ranges: ranges
+                    .iter()
+                    .map(|&(offset, len)| HashRange { offset, len })
+                    .collect(),
+            })
+        };
         let end = |complete, frames, bytes| {
             Frame::End(End {
                 complete,
@@ -184,6 +196,16 @@ mod tests {
             (
                 "stopped.bin",
                 stream(&[hello.clone(), zero, end(false, 1, 4096)]),
+            ),
+            (
+                "hashes.bin",
+                stream(&[
+                    hello.clone(),
+                    hash_request(0, 16 << 10, &[(0, 64 << 10), (1 << 19, 20 << 10)]),
+                    raw.clone(),
+                    hash_request(1, 4096, &[(16 << 10, 16 << 10)]),
+                    end(true, 1, 4096),
+                ]),
             ),
             (
                 "error.bin",
@@ -214,6 +236,10 @@ mod tests {
                 }
                 ReceiverEvent::End(_) => {
                     let _ = r.done(0, 0);
+                }
+                ReceiverEvent::HashRequest(req) => {
+                    let n = req.digest_count() as usize * usize::from(req.digest_len);
+                    let _ = r.hashes(req.disk, req.digest_len, vec![0; n].into());
                 }
                 _ => {}
             }
@@ -255,7 +281,7 @@ mod tests {
     /// body decoders and the session rules rather than stopping at the header.
     fn framed_garbage() -> impl Strategy<Value = Vec<u8>> {
         let ty = prop_oneof![
-            prop::sample::select(vec![0x01u8, 0x02, 0x10, 0x11, 0x20, 0x21, 0x7f]),
+            prop::sample::select(vec![0x01u8, 0x02, 0x10, 0x11, 0x20, 0x21, 0x30, 0x31, 0x7f]),
             any::<u8>(),
         ];
         proptest::collection::vec((ty, proptest::collection::vec(any::<u8>(), 0..96)), 0..8)
@@ -324,7 +350,7 @@ mod tests {
 
         #[test]
         fn receive_never_panics_on_mutated_streams(
-            seed in 0..5usize,
+            seed in 0..6usize,
             mutations in proptest::collection::vec(mutation(), 1..6),
         ) {
             fuzzing::receive(&mutate(seeds()[seed].1.clone(), &mutations));

@@ -5,7 +5,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::consts::FRAME_HEADER_LEN;
 use crate::frame::{self, FrameType};
-use crate::{Ack, Data, DecodeError, DiskAnnounce, Done, End, ErrorFrame, Frame, Hello, Welcome};
+use crate::{
+    Ack, Data, DecodeError, DiskAnnounce, Done, End, ErrorFrame, Frame, HashRange, HashRequest,
+    Hashes, Hello, Welcome,
+};
 
 /// A frame body written field by field, with no validation.
 #[derive(Default)]
@@ -161,6 +164,40 @@ pub fn data_zero(disk: u16, offset: u64, len: u32) -> Data {
     }
 }
 
+/// A HASH_REQUEST for 8-byte digests of 16 KiB granules of two ranges of `disk`, the second
+/// ending in a short granule: 4 + 2 digests.
+pub fn hash_request(disk: u16) -> HashRequest {
+    HashRequest {
+        disk,
+        digest_len: 8,
+        granularity: 16 << 10,
+        key: [0x4b; 32],
+        ranges: vec![
+            HashRange {
+                offset: 0,
+                len: 64 << 10,
+            },
+            HashRange {
+                offset: 1 << 20,
+                len: 20 << 10,
+            },
+        ],
+    }
+}
+
+/// HASHES of the right shape for `req`: digest `i` is `digest_len` bytes of `i + fill`.
+pub fn hashes_for(req: &HashRequest, fill: u8) -> Hashes {
+    let n = req.digest_count() as usize;
+    let digests: Vec<u8> = (0..n)
+        .flat_map(|i| vec![(i as u8).wrapping_add(fill); usize::from(req.digest_len)])
+        .collect();
+    Hashes {
+        disk: req.disk,
+        digest_len: req.digest_len,
+        digests: Bytes::from(digests),
+    }
+}
+
 /// One of each frame type.
 pub fn one_of_each() -> Vec<Frame> {
     vec![
@@ -183,5 +220,7 @@ pub fn one_of_each() -> Vec<Frame> {
             zero_bytes: 0,
         }),
         Frame::Error(ErrorFrame::new("SMS.2011", "digest mismatch")),
+        Frame::HashRequest(hash_request(0)),
+        Frame::Hashes(hashes_for(&hash_request(0), 1)),
     ]
 }

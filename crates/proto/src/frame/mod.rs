@@ -256,7 +256,7 @@ pub(crate) mod tests {
     use crate::testutil::{self, header};
     use crate::Encoding;
 
-    const ALL_TYPES: [FrameType; 7] = [
+    const ALL_TYPES: [FrameType; 9] = [
         FrameType::Hello,
         FrameType::Welcome,
         FrameType::Data,
@@ -264,6 +264,8 @@ pub(crate) mod tests {
         FrameType::End,
         FrameType::Done,
         FrameType::Error,
+        FrameType::HashRequest,
+        FrameType::Hashes,
     ];
 
     #[test]
@@ -271,6 +273,10 @@ pub(crate) mod tests {
         for ty in ALL_TYPES {
             assert_eq!(FrameType::from_byte(ty as u8), Some(ty));
         }
+        let known = (0..=u8::MAX).filter(|&b| FrameType::from_byte(b).is_some());
+        assert_eq!(known.count(), ALL_TYPES.len());
+        assert_eq!(FrameType::HashRequest as u8, 0x30);
+        assert_eq!(FrameType::Hashes as u8, 0x31);
     }
 
     #[test]
@@ -353,6 +359,19 @@ pub(crate) mod tests {
     #[test]
     fn rejects_too_long_error() {
         assert_too_long(FrameType::Error, 1044);
+    }
+
+    #[test]
+    fn rejects_too_long_hash_request() {
+        // The fixed part and MAX_HASH_RANGES ranges of 12 bytes.
+        assert_too_long(FrameType::HashRequest, 42 + 4096 * 12);
+    }
+
+    #[test]
+    fn rejects_too_long_hashes() {
+        // The fixed part and MAX_HASHES_PER_REQUEST digests of 32 bytes: within a DATA frame.
+        assert_too_long(FrameType::Hashes, 8 + 32_768 * 32);
+        assert!(FrameType::Hashes.max_body() <= MAX_FRAME_BODY);
     }
 
     #[test]
@@ -494,6 +513,73 @@ pub(crate) mod tests {
             .prop_map(|(code, message)| ErrorFrame { code, message })
     }
 
+    /// A valid HASH_REQUEST: up to 16 ranges, each small enough that all of them stay within
+    /// `MAX_HASHES_PER_REQUEST` digests and `MAX_HASH_REQUEST_BYTES` bytes; or the most ranges.
+    fn hash_request() -> impl Strategy<Value = HashRequest> {
+        const MOST_RANGES: usize = 16;
+        let some = (12u32..=26, 1..=MOST_RANGES).prop_flat_map(|(shift, n)| {
+            let granularity = 1u32 << shift;
+            let longest = (MAX_HASH_REQUEST_BYTES / MOST_RANGES as u64)
+                .min(u64::from(MAX_HASHES_PER_REQUEST) / MOST_RANGES as u64 * (1 << shift));
+            // Granules an offset may start at, so that offset + len never overflows.
+            let starts = (u64::MAX - longest) >> shift;
+            let range = (0..=starts, 1..=longest as u32).prop_map(move |(k, len)| HashRange {
+                offset: k << shift,
+                len,
+            });
+            (Just(granularity), proptest::collection::vec(range, n))
+        });
+        let most = Just((
+            MIN_HASH_GRANULARITY,
+            (0..u64::from(MAX_HASH_RANGES))
+                .map(|i| HashRange {
+                    offset: i * u64::from(MIN_HASH_GRANULARITY),
+                    len: 1,
+                })
+                .collect(),
+        ));
+        (
+            any::<u16>(),
+            MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8,
+            any::<[u8; 32]>(),
+            prop_oneof![9 => some, 1 => most],
+        )
+            .prop_map(
+                |(disk, digest_len, key, (granularity, ranges))| HashRequest {
+                    disk,
+                    digest_len,
+                    granularity,
+                    key,
+                    ranges,
+                },
+            )
+    }
+
+    /// Valid HASHES: up to 64 digests of any allowed length, or the most of the longest.
+    fn hashes() -> impl Strategy<Value = Hashes> {
+        let some = (MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8, 0..=64usize).prop_flat_map(
+            |(digest_len, n)| {
+                (
+                    Just(digest_len),
+                    proptest::collection::vec(any::<u8>(), n * usize::from(digest_len)),
+                )
+            },
+        );
+        let most = any::<u8>().prop_map(|b| {
+            (
+                DIGEST_LEN as u8,
+                vec![b; MAX_HASHES_PER_REQUEST as usize * DIGEST_LEN],
+            )
+        });
+        (any::<u16>(), prop_oneof![9 => some, 1 => most]).prop_map(
+            |(disk, (digest_len, digests))| Hashes {
+                disk,
+                digest_len,
+                digests: digests.into(),
+            },
+        )
+    }
+
     pub(crate) fn frame() -> impl Strategy<Value = Frame> {
         prop_oneof![
             hello().prop_map(Frame::Hello),
@@ -517,6 +603,8 @@ pub(crate) mod tests {
                 })
             }),
             error_frame().prop_map(Frame::Error),
+            hash_request().prop_map(Frame::HashRequest),
+            hashes().prop_map(Frame::Hashes),
         ]
     }
 

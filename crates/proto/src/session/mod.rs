@@ -212,6 +212,135 @@ mod tests {
         ));
     }
 
+    /// The receiver's answer to a request: digest `i` is `digest_len` bytes of (a byte of)
+    /// `i + offset of its range`, standing in for the keyed blake3 of the target's bytes.
+    fn target_digests(req: &crate::HashRequest) -> bytes::Bytes {
+        let mut out = Vec::new();
+        for r in &req.ranges {
+            let granules = u64::from(r.len).div_ceil(u64::from(req.granularity));
+            for i in 0..granules {
+                let b = (i + r.offset / u64::from(req.granularity)) as u8;
+                out.extend(std::iter::repeat_n(b, usize::from(req.digest_len)));
+            }
+        }
+        out.into()
+    }
+
+    fn hash_request(granularity: u32, ranges: &[(u64, u32)]) -> crate::HashRequest {
+        crate::HashRequest {
+            disk: 1,
+            digest_len: 8,
+            granularity,
+            key: [0x6b; 32],
+            ranges: ranges
+                .iter()
+                .map(|&(offset, len)| crate::HashRange { offset, len })
+                .collect(),
+        }
+    }
+
+    /// A hash-delta round: coarse requests in flight (as many as allowed), answers in order
+    /// while DATA and ACKs flow, a fine request for a coarse granule that differed, the
+    /// differing chunk sent, then END and DONE once every request is answered.
+    #[test]
+    fn delta_session() {
+        use crate::consts::MAX_OUTSTANDING_HASH_REQUESTS;
+
+        let mut p = Pair::new(2);
+        p.handshake();
+        // One chunk of disk 0 before the comparison starts: DATA and HASH_REQUESTs mix.
+        p.send_data(testutil::data_raw(0, 0, 65536, 1));
+
+        let coarse: Vec<_> = (0..MAX_OUTSTANDING_HASH_REQUESTS as u64)
+            .map(|i| {
+                hash_request(
+                    16 << 10,
+                    &[(i << 20, 1 << 20), ((i << 20) + (8 << 20), 5000)],
+                )
+            })
+            .collect();
+        for req in &coarse {
+            let frame = p.sender.request_hashes(req.clone());
+            p.send(frame);
+        }
+        assert_eq!(p.sender.hash_requests_pending(), coarse.len());
+
+        // The receiver takes everything, answering each request as it arrives (a driver
+        // answers in request order, later, from its hashing threads).
+        let mut answered = Vec::new();
+        let mut data = 0;
+        while let Some(ev) = p.receiver_step() {
+            match ev.unwrap() {
+                ReceiverEvent::HashRequest(req) => {
+                    let digests = target_digests(&req);
+                    let answer = p.receiver.hashes(req.disk, req.digest_len, digests);
+                    answered.push(answer);
+                }
+                ReceiverEvent::Data(_) => data += 1,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!((data, answered.len()), (1, coarse.len()));
+        // An ACK overtakes the answers: the sender takes both in any mix.
+        let ack = p.receiver.durable(1, 65536).unwrap();
+        p.reply(ack);
+        for a in answered {
+            p.reply(a);
+        }
+        let mut compared = Vec::new();
+        while let Some(ev) = p.sender_step() {
+            match ev.unwrap() {
+                SenderEvent::Acked(a) => assert_eq!(a.len(), 1),
+                SenderEvent::Hashes { request, hashes } => {
+                    assert_eq!(hashes.count() as u64, request.digest_count());
+                    assert_eq!(hashes.digests, target_digests(&request));
+                    compared.push(request);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        // Answers matched to requests oldest first, each 64 + 1 digests.
+        assert_eq!(compared, coarse);
+        assert_eq!(coarse[0].digest_count(), 64 + 1);
+        assert_eq!(p.sender.hash_requests_pending(), 0);
+
+        // One coarse granule differed: its fine digests, then its one differing 4 KiB chunk.
+        let fine = hash_request(4096, &[(3 << 20, 16 << 10)]);
+        let frame = p.sender.request_hashes(fine.clone());
+        p.send(frame);
+        let Some(Ok(ReceiverEvent::HashRequest(req))) = p.receiver_step() else {
+            panic!("no HASH_REQUEST");
+        };
+        assert_eq!(req, fine);
+        let answer = p
+            .receiver
+            .hashes(req.disk, req.digest_len, target_digests(&req));
+        p.reply(answer);
+        let Some(Ok(SenderEvent::Hashes { hashes, .. })) = p.sender_step() else {
+            panic!("no HASHES");
+        };
+        assert_eq!(hashes.count(), 4);
+        p.send_data(testutil::data_raw(1, (3 << 20) + 8192, 4096, 2));
+        assert_eq!(p.receive_all().len(), 1);
+        let ack = p.receiver.durable(2, 65536 + 4096).unwrap();
+        p.reply(ack);
+        assert!(matches!(p.sender_step(), Some(Ok(SenderEvent::Acked(_)))));
+
+        let end = p.sender.end(true);
+        p.send(end);
+        let Some(Ok(ReceiverEvent::End(end))) = p.receiver_step() else {
+            panic!("no END");
+        };
+        assert_eq!((end.frames, end.bytes), (2, 65536 + 4096));
+        let done = p.receiver.done(65536 + 4096, 0);
+        p.reply(done);
+        let Some(Ok(SenderEvent::Done(done))) = p.sender_step() else {
+            panic!("no DONE");
+        };
+        assert_eq!(done.frames, 2);
+        assert!(p.to_receiver.is_empty() && p.to_sender.is_empty());
+    }
+
     #[test]
     fn stopped_early_with_acks_in_flight() {
         let mut p = Pair::new(1);

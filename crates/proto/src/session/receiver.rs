@@ -466,7 +466,10 @@ mod tests {
         let mut r = streaming(testutil::hello(1).disks);
         assert_unexpected(&mut r, Frame::Hello(testutil::hello(1)));
         for f in testutil::one_of_each() {
-            if matches!(f, Frame::Welcome(_) | Frame::Ack(_) | Frame::Done(_)) {
+            if matches!(
+                f,
+                Frame::Welcome(_) | Frame::Ack(_) | Frame::Done(_) | Frame::Hashes(_)
+            ) {
                 let mut r = streaming(testutil::hello(1).disks);
                 assert_unexpected(&mut r, f);
             }
@@ -522,6 +525,137 @@ mod tests {
                 assert_unexpected(&mut r, f);
             }
         }
+    }
+
+    fn hash_request(disk: u16, ranges: &[(u64, u32)]) -> Frame {
+        Frame::HashRequest(HashRequest {
+            ranges: ranges
+                .iter()
+                .map(|&(offset, len)| crate::HashRange { offset, len })
+                .collect(),
+            ..testutil::hash_request(disk)
+        })
+    }
+
+    /// Answers the oldest request, as the driver would.
+    fn answer(r: &mut ReceiverSession, req: &HashRequest) -> Frame {
+        let h = testutil::hashes_for(req, 0);
+        r.hashes(h.disk, h.digest_len, h.digests)
+    }
+
+    #[test]
+    fn accepts_hash_requests_up_to_the_disk_end() {
+        let mut r = streaming(vec![disk("a", 100_000, 4096), disk("b", 1 << 30, 4096)]);
+        for f in [
+            hash_request(0, &[(0, 16384), (98304, 1696)]),
+            hash_request(1, &[(0, 1 << 20), ((1 << 30) - 16384, 16384)]),
+        ] {
+            let Frame::HashRequest(req) = f.clone() else {
+                unreachable!()
+            };
+            assert_eq!(r.handle_frame(f), Ok(ReceiverEvent::HashRequest(req)));
+        }
+        // DATA flows while requests are unanswered; nothing is counted for the requests.
+        r.handle_frame(Frame::Data(testutil::data_zero(1, 0, 4096)))
+            .unwrap();
+        assert_eq!(r.received(), (1, 4096));
+    }
+
+    #[test]
+    fn rejects_hash_request_for_unknown_disk() {
+        for index in [2, u16::MAX] {
+            let mut r = streaming(testutil::hello(2).disks);
+            assert_eq!(
+                r.handle_frame(hash_request(index, &[(0, 4096)])),
+                Err(ProtocolError::UnknownDisk { index, count: 2 })
+            );
+            assert_unexpected(&mut r, hash_request(0, &[(0, 4096)]));
+        }
+    }
+
+    #[test]
+    fn rejects_hash_request_past_the_disk_end() {
+        for ranges in [
+            &[(98304, 1697)][..],
+            &[(0, 16384), (98304, 1697)],
+            &[(100_000, 1)],
+            &[(114_688, 16384)],
+            &[(1 << 40, 4096)],
+            &[(u64::MAX - 16383, 16384)],
+        ] {
+            let mut r = streaming(vec![disk("a", 100_000, 4096)]);
+            assert!(
+                matches!(
+                    r.handle_frame(hash_request(0, ranges)),
+                    Err(ProtocolError::OutOfBounds { size: 100_000, .. })
+                ),
+                "{ranges:?}"
+            );
+            assert_unexpected(&mut r, hash_request(0, &[(0, 4096)]));
+        }
+    }
+
+    #[test]
+    fn rejects_too_many_unanswered_hash_requests() {
+        let max = crate::consts::MAX_OUTSTANDING_HASH_REQUESTS;
+        let mut r = streaming(testutil::hello(1).disks);
+        for _ in 0..max {
+            r.handle_frame(Frame::HashRequest(testutil::hash_request(0)))
+                .unwrap();
+        }
+        // Answering one makes room for one.
+        let _ = answer(&mut r, &testutil::hash_request(0));
+        r.handle_frame(Frame::HashRequest(testutil::hash_request(0)))
+            .unwrap();
+        assert_eq!(
+            r.handle_frame(Frame::HashRequest(testutil::hash_request(0))),
+            Err(ProtocolError::HashRequestsPending(max + 1))
+        );
+        assert_unexpected(&mut r, Frame::HashRequest(testutil::hash_request(0)));
+    }
+
+    #[test]
+    fn rejects_end_while_hash_requests_are_unanswered() {
+        let mut r = streaming(testutil::hello(1).disks);
+        for _ in 0..2 {
+            r.handle_frame(Frame::HashRequest(testutil::hash_request(0)))
+                .unwrap();
+        }
+        let _ = answer(&mut r, &testutil::hash_request(0));
+        assert_eq!(
+            r.handle_frame(end(0, 0)),
+            Err(ProtocolError::HashRequestsPending(1))
+        );
+        assert_unexpected(&mut r, end(0, 0));
+        // All answered, END is fine.
+        let mut r = streaming(testutil::hello(1).disks);
+        r.handle_frame(Frame::HashRequest(testutil::hash_request(0)))
+            .unwrap();
+        let _ = answer(&mut r, &testutil::hash_request(0));
+        assert!(matches!(
+            r.handle_frame(end(0, 0)),
+            Ok(ReceiverEvent::End(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_hash_request_before_welcome() {
+        let req = Frame::HashRequest(testutil::hash_request(0));
+        assert_unexpected(&mut ReceiverSession::new(), req.clone());
+        let mut r = ReceiverSession::new();
+        r.handle_frame(Frame::Hello(testutil::hello(1))).unwrap();
+        assert_unexpected(&mut r, req.clone());
+        // Nor after END.
+        let mut r = streaming(testutil::hello(1).disks);
+        r.handle_frame(end(0, 0)).unwrap();
+        assert_unexpected(&mut r, req);
+    }
+
+    #[test]
+    #[should_panic(expected = "HASHES without a HASH_REQUEST")]
+    fn answering_nothing_is_a_driver_bug() {
+        let mut r = streaming(testutil::hello(1).disks);
+        let _ = answer(&mut r, &testutil::hash_request(0));
     }
 
     #[test]

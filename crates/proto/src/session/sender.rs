@@ -510,6 +510,143 @@ mod tests {
         assert!(s.handle_frame(Frame::Welcome(w)).is_ok());
     }
 
+    /// A second request, of another shape than `testutil::hash_request`: disk 0, 32-byte
+    /// digests of 4 KiB granules, 3 of them.
+    fn other_request() -> HashRequest {
+        HashRequest {
+            digest_len: 32,
+            granularity: 4096,
+            ranges: vec![crate::HashRange {
+                offset: 8192,
+                len: 12288,
+            }],
+            ..testutil::hash_request(0)
+        }
+    }
+
+    /// A streaming sender with two requests unanswered: `testutil::hash_request(0)`, then
+    /// `other_request()`.
+    fn requesting() -> SenderSession {
+        let mut s = streaming();
+        let _ = s.request_hashes(testutil::hash_request(0));
+        let _ = s.request_hashes(other_request());
+        assert_eq!(s.hash_requests_pending(), 2);
+        s
+    }
+
+    #[track_caller]
+    fn assert_bad_hashes(s: &mut SenderSession, hashes: Hashes) {
+        match s.handle_frame(Frame::Hashes(hashes.clone())) {
+            Err(ProtocolError::BadHashes(_)) => {}
+            other => panic!("{hashes:?}: {other:?}"),
+        }
+        // The session is over.
+        assert!(s.handle_frame(ack(1, 1000)).is_err());
+    }
+
+    #[test]
+    fn hashes_answer_requests_oldest_first() {
+        let mut s = requesting();
+        let first = testutil::hashes_for(&testutil::hash_request(0), 0);
+        assert_eq!(
+            s.handle_frame(Frame::Hashes(first.clone())),
+            Ok(SenderEvent::Hashes {
+                request: testutil::hash_request(0),
+                hashes: first,
+            })
+        );
+        // ACKs interleave with answers.
+        assert!(matches!(
+            s.handle_frame(ack(1, 1000)),
+            Ok(SenderEvent::Acked(_))
+        ));
+        let second = testutil::hashes_for(&other_request(), 9);
+        assert_eq!(
+            s.handle_frame(Frame::Hashes(second.clone())),
+            Ok(SenderEvent::Hashes {
+                request: other_request(),
+                hashes: second,
+            })
+        );
+        assert_eq!(s.hash_requests_pending(), 0);
+        let _ = s.end(true);
+    }
+
+    #[test]
+    fn rejects_hashes_with_no_request_outstanding() {
+        assert_bad_hashes(
+            &mut streaming(),
+            testutil::hashes_for(&testutil::hash_request(0), 0),
+        );
+        // All answered: one more is too many.
+        let mut s = streaming();
+        let _ = s.request_hashes(testutil::hash_request(0));
+        let h = testutil::hashes_for(&testutil::hash_request(0), 0);
+        s.handle_frame(Frame::Hashes(h.clone())).unwrap();
+        assert_bad_hashes(&mut s, h);
+    }
+
+    #[test]
+    fn rejects_hashes_for_another_disk() {
+        let mut h = testutil::hashes_for(&testutil::hash_request(0), 0);
+        h.disk = 1;
+        assert_bad_hashes(&mut requesting(), h);
+    }
+
+    #[test]
+    fn rejects_hashes_of_another_digest_length() {
+        // Same byte count, other digest length: 6 x 8 bytes as 3 x 16.
+        let mut h = testutil::hashes_for(&testutil::hash_request(0), 0);
+        h.digest_len = 16;
+        assert_bad_hashes(&mut requesting(), h);
+        // The shape of the second request, answering the first.
+        let h = testutil::hashes_for(&other_request(), 0);
+        assert_bad_hashes(&mut requesting(), h);
+    }
+
+    #[test]
+    fn rejects_hashes_with_another_count() {
+        let right = testutil::hashes_for(&testutil::hash_request(0), 0);
+        for n in [0, 5, 7, 100] {
+            let h = Hashes {
+                digests: vec![0; n * 8].into(),
+                ..right.clone()
+            };
+            assert_bad_hashes(&mut requesting(), h);
+        }
+    }
+
+    #[test]
+    fn rejects_hashes_before_welcome_or_after_end() {
+        let h = Frame::Hashes(testutil::hashes_for(&testutil::hash_request(0), 0));
+        let mut s = SenderSession::new(testutil::hello(1));
+        assert!(matches!(
+            s.handle_frame(h.clone()),
+            Err(ProtocolError::Unexpected { .. })
+        ));
+        let mut s = streaming();
+        let _ = s.end(true);
+        assert!(matches!(
+            s.handle_frame(h),
+            Err(ProtocolError::Unexpected { .. })
+        ));
+    }
+
+    #[test]
+    #[should_panic(expected = "too many unanswered HASH_REQUESTs")]
+    fn requesting_too_many_is_a_driver_bug() {
+        let mut s = streaming();
+        for _ in 0..=crate::consts::MAX_OUTSTANDING_HASH_REQUESTS {
+            let _ = s.request_hashes(testutil::hash_request(0));
+        }
+    }
+
+    #[test]
+    #[should_panic(expected = "END with HASH_REQUESTs unanswered")]
+    fn ending_with_requests_unanswered_is_a_driver_bug() {
+        let _ = requesting().end(true);
+    }
+
     #[test]
     fn rejects_done_with_mismatched_counts() {
         for (frames, bytes) in [(2, 6000), (3, 5999), (4, 6000), (0, 0)] {
@@ -540,7 +677,10 @@ mod tests {
     #[test]
     fn rejects_frames_of_the_wrong_direction() {
         for f in testutil::one_of_each() {
-            if matches!(f, Frame::Hello(_) | Frame::Data(_) | Frame::End(_)) {
+            if matches!(
+                f,
+                Frame::Hello(_) | Frame::Data(_) | Frame::End(_) | Frame::HashRequest(_)
+            ) {
                 let mut s = streaming();
                 assert!(matches!(
                     s.handle_frame(f),
