@@ -121,6 +121,13 @@ pub enum Error {
         /// The session limit.
         sessions: usize,
     },
+    /// The measured wire rate exceeded the limit by more than the over-speed threshold; the
+    /// transfer stopped cleanly as a protection and can resume (`SMS.1908`).
+    #[error("{0}; the transfer stopped as a protection and can be resumed")]
+    OverSpeed(blockrep_rate::OverSpeed),
+    /// Speed-limit rules that cannot be used (`SMS.6405`).
+    #[error("speed limit rules: {0}")]
+    Rules(#[from] blockrep_rate::RuleError),
     /// The configuration or arguments are not usable (`SMS.1908`: the transfer cannot run).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -140,7 +147,8 @@ impl Error {
             Self::Transport(_) => codes::TRANSMISSION,
             Self::DiskSize { .. } => codes::DISK_SIZE,
             Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
-            Self::Busy { .. } | Self::Config(_) => codes::TRANSMISSION,
+            Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) => codes::TRANSMISSION,
+            Self::Rules(e) => e.code(),
         }
     }
 

@@ -22,6 +22,7 @@ pub mod progress;
 pub mod receiver;
 pub mod sender;
 pub mod size;
+pub mod throttle;
 pub mod tls;
 
 pub use blockrep_blockmap::ExtentSet;

@@ -5,9 +5,8 @@
 //!   fdatasync'ed), so it never runs ahead of what the target really holds;
 //! - `totalsize`: raw bytes this round will send (the whole plan);
 //! - `progress`: `100 * replicatesize / totalsize` (100 for an empty plan);
-//! - `migrate_speed`: bytes written to the connection (frames, after compression, before TLS),
-//!   in Mbit/s (10^6 bits), over the last 5 seconds (since the start when shorter); DATA and
-//!   HASH_REQUEST frames count, frames received (`received_bytes`) do not;
+//! - `migrate_speed`: bytes really written to the sockets (after compression and TLS), in
+//!   Mbit/s (10^6 bits), over the last 5 seconds (since the start when shorter);
 //! - `compress_rate`: percent of the raw bytes sent that compression and zero elimination kept
 //!   off the wire: `100 * (1 - wire / raw sent)`, 0 before anything was sent;
 //! - `remain_time`: seconds left at the acknowledged raw rate over the last 5 seconds.
@@ -34,6 +33,8 @@ pub struct Progress {
     pub(crate) zero: AtomicU64,
     pub(crate) acked: AtomicU64,
     pub(crate) received: Arc<AtomicU64>,
+    /// Bytes written to the sockets (ciphertext), from the task's throttle.
+    socket: Mutex<Arc<AtomicU64>>,
     /// False until the round knows its plan (a delta round compares digests first).
     pub(crate) planned: std::sync::atomic::AtomicBool,
     samples: Mutex<VecDeque<(Instant, u64, u64)>>,
@@ -83,9 +84,15 @@ impl Progress {
             zero: AtomicU64::new(0),
             acked: AtomicU64::new(0),
             received: Arc::default(),
+            socket: Mutex::default(),
             planned: std::sync::atomic::AtomicBool::new(false),
             samples: Mutex::new(VecDeque::from([(start, 0, 0)])),
         }
+    }
+
+    /// Measures `migrate_speed` from this socket byte counter (the throttle's).
+    pub fn measure_socket(&self, written: Arc<AtomicU64>) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = written;
     }
 
     /// Names the round being measured (`MIGRATE_LINUX_BLOCK`, `SYNC_LINUX_BLOCK`).
@@ -100,6 +107,11 @@ impl Progress {
         let total = self.total.load(Relaxed);
         let acked = self.acked.load(Relaxed);
         let wire = self.wire.load(Relaxed);
+        let socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .load(Relaxed);
         let sent = self.sent.load(Relaxed);
         let (wire_rate, acked_rate) = {
             let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
@@ -109,13 +121,13 @@ impl Progress {
             }
             let (t0, w0, a0) = samples.front().copied().unwrap_or((self.start, 0, 0));
             let secs = now.duration_since(t0).as_secs_f64();
-            samples.push_back((now, wire, acked));
+            samples.push_back((now, socket, acked));
             if samples.len() > 64 {
                 samples.remove(1);
             }
             if secs > 0.0 {
                 (
-                    wire.saturating_sub(w0) as f64 / secs,
+                    socket.saturating_sub(w0) as f64 / secs,
                     acked.saturating_sub(a0) as f64 / secs,
                 )
             } else {

@@ -12,11 +12,15 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tracing::debug;
 
+use super::SendConfig;
 use crate::error::sanitize;
 use crate::framed::{write_frame, FrameReader, ReadError};
+use crate::throttle::{Paced, Throttle};
 use crate::{Error, DEFAULT_PORT};
 
-pub(crate) type Writer = WriteHalf<TlsStream<TcpStream>>;
+/// The socket under TLS: paced and measured by the task's throttle.
+pub(crate) type Socket = Paced<TcpStream>;
+pub(crate) type Writer = WriteHalf<TlsStream<Socket>>;
 pub(crate) type FrameRx = mpsc::Receiver<Result<Option<Frame>, ReadError>>;
 
 /// `host:port` with the default port added, and the host part for certificate checks.
@@ -48,7 +52,8 @@ pub(crate) async fn connect(
     server_name: Option<&str>,
     tls: Arc<rustls::ClientConfig>,
     timeout: Duration,
-) -> Result<TlsStream<TcpStream>, Error> {
+    throttle: Arc<Throttle>,
+) -> Result<TlsStream<Socket>, Error> {
     let (addr, host) = split_target(target);
     let name = server_name.unwrap_or(&host).to_owned();
     let server_name = ServerName::try_from(name.clone())
@@ -64,16 +69,20 @@ pub(crate) async fn connect(
             reason: e.to_string(),
         })?;
     let _ = tcp.set_nodelay(true);
-    let stream = tokio::time::timeout(timeout, TlsConnector::from(tls).connect(server_name, tcp))
-        .await
-        .map_err(|_| Error::Tls {
-            peer: addr.clone(),
-            reason: format!("handshake not finished within {} s", timeout.as_secs()),
-        })?
-        .map_err(|e| Error::Tls {
-            peer: addr.clone(),
-            reason: tls_reason(&e),
-        })?;
+    let socket = Paced::new(tcp, throttle);
+    let stream = tokio::time::timeout(
+        timeout,
+        TlsConnector::from(tls).connect(server_name, socket),
+    )
+    .await
+    .map_err(|_| Error::Tls {
+        peer: addr.clone(),
+        reason: format!("handshake not finished within {} s", timeout.as_secs()),
+    })?
+    .map_err(|e| Error::Tls {
+        peer: addr.clone(),
+        reason: tls_reason(&e),
+    })?;
     Ok(stream)
 }
 
@@ -136,16 +145,20 @@ impl Drop for Link {
 impl Link {
     /// Connects, authenticates and opens the session announced by `hello`.
     pub async fn open(
-        target: &str,
-        server_name: Option<&str>,
-        tls: Arc<rustls::ClientConfig>,
-        timeouts: (Duration, Duration),
+        config: &SendConfig,
         hello: Hello,
         received: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Self, Error> {
-        let (connect_timeout, io_timeout) = timeouts;
-        let stream = connect(target, server_name, tls, connect_timeout).await?;
-        let peer = target.to_owned();
+        let io_timeout = config.io_timeout;
+        let stream = connect(
+            &config.target,
+            config.server_name.as_deref(),
+            config.tls.clone(),
+            config.connect_timeout,
+            config.limits.clone(),
+        )
+        .await?;
+        let peer = config.target.clone();
         let (rd, mut wr) = tokio::io::split(stream);
         let mut reader = FrameReader::new(rd);
         let mut session = SenderSession::new(hello);

@@ -25,6 +25,7 @@ use tracing::{info, warn};
 use connect::Link;
 
 use crate::progress::{Progress, ProgressSnapshot};
+use crate::throttle::Throttle;
 use crate::Error;
 
 /// Default chunk size.
@@ -105,6 +106,10 @@ pub struct SendConfig {
     pub connect_timeout: Duration,
     /// Time allowed without any answer from the receiver while it owes one.
     pub io_timeout: Duration,
+    /// The task's speed limits and over-speed protection. Keep the `Arc` to change the rules
+    /// while the transfer runs (`Throttle::set_rules`); share it between the rounds and
+    /// streams of one task.
+    pub limits: Arc<Throttle>,
 }
 
 impl SendConfig {
@@ -130,6 +135,7 @@ impl SendConfig {
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(120),
+            limits: Throttle::new(blockrep_rate::Rules::unlimited()),
         }
     }
 
@@ -314,6 +320,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
     let started = Instant::now();
     let progress = &control.progress;
     progress.set_subtask(config.mode.subtask());
+    progress.measure_socket(config.limits.written());
     let mut sources = Vec::with_capacity(config.disks.len());
     for spec in &config.disks {
         let source = SourceDisk::open(&spec.path)?;
@@ -356,15 +363,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
             })
             .collect(),
     };
-    let mut link = Link::open(
-        &config.target,
-        config.server_name.as_deref(),
-        config.tls.clone(),
-        (config.connect_timeout, config.io_timeout),
-        hello,
-        progress.received.clone(),
-    )
-    .await?;
+    let mut link = Link::open(&config, hello, progress.received.clone()).await?;
     // What the receiver already holds for this session need not be sent again.
     for (plan, held) in plans.iter_mut().zip(&link.welcome.held) {
         if !held.is_empty() {

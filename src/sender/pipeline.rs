@@ -139,6 +139,8 @@ struct Stream<'a> {
     control: &'a Control,
     config: &'a SendConfig,
     durable: Vec<ExtentSet>,
+    /// Set when the over-speed protection tripped: the round ends like a STOP, then fails.
+    over: Option<blockrep_rate::OverSpeed>,
 }
 
 impl Stream<'_> {
@@ -205,6 +207,13 @@ impl Stream<'_> {
                         last_ack = Instant::now();
                     }
                     self.write_chunk(&chunk).await?;
+                    if self.over.is_none() {
+                        if let Some(o) = self.config.limits.over_speed() {
+                            tracing::warn!("{o}: stopping as a protection");
+                            self.over = Some(o);
+                            self.window.close();
+                        }
+                    }
                     raw_pool.give(chunk.raw);
                     if let Some(c) = chunk.compressed {
                         lz4_pool.give(c);
@@ -388,6 +397,7 @@ pub(crate) async fn stream(
         control,
         config,
         durable: vec![ExtentSet::new(); plans.len()],
+        over: None,
     };
     let written = match st.write_all(&mut enc_rx, &raw_pool, &lz4_pool).await {
         Err(e @ Error::Transport(_)) => Err(st.explain(e).await),
@@ -409,8 +419,11 @@ pub(crate) async fn stream(
             Err(e)
         }
         (Ok(()), None) => {
-            let complete = !control.is_stopped();
+            let complete = !control.is_stopped() && st.over.is_none();
             st.finish(complete).await?;
+            if let Some(o) = st.over.take() {
+                return Err(Error::OverSpeed(o));
+            }
             Ok(Streamed {
                 complete,
                 durable: st.durable,

@@ -11,6 +11,7 @@ use blockrep::sender::{self, Control, Mode};
 use blockrep::{certs, cli, size, tls, Error, SendConfig, SendHandle, SendSummary, SourceSpec};
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod limits;
 mod maps;
 
 #[derive(Parser)]
@@ -34,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Send disks to a receiver.
-    Send(SendArgs),
+    Send(Box<SendArgs>),
     /// Make a CA, a server and a client certificate, for trying blockrep out.
     Certs {
         /// Directory to write ca.pem, server.pem/key, client.pem/key into (created if missing).
@@ -88,6 +89,13 @@ enum BitmapCommand {
     },
 }
 
+fn parse_threshold(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v >= 0.0)
+        .ok_or_else(|| format!("{s}: a percentage, 0 or more"))
+}
+
 fn parse_granularity(s: &str) -> Result<u32, String> {
     let n = size::parse_size(s)?;
     u32::try_from(n)
@@ -138,6 +146,19 @@ struct SendArgs {
     /// field names), or nothing. Default: bar on a terminal, none otherwise.
     #[arg(long, value_enum)]
     progress: Option<ProgressArg>,
+    /// Speed limits by time of day, Mbit/s: `00:00-08:00=20,08:00-15:00=50,15:00-23:59=25`,
+    /// or @FILE holding the service's JSON ({"speed_limit":[{"start":"0:00","end":"8:00",
+    /// "speed":20,"over_speed_threshold":50.0},...]}) or the same shorthand. A file is re-read
+    /// when it changes and on SIGHUP; new limits apply within a second. 0 = unlimited.
+    #[arg(long, value_name = "RULES|@FILE")]
+    speed_limit: Option<String>,
+    /// The limit outside every window, Mbit/s (0 = unlimited).
+    #[arg(long, default_value_t = 0, value_name = "MBPS")]
+    speed_limit_default: u32,
+    /// Stop as a protection when the wire rate over 5 s exceeds the limit by more than PCT
+    /// percent (rules may set their own).
+    #[arg(long, value_name = "PCT", value_parser = parse_threshold)]
+    over_speed_threshold: Option<f64>,
     /// Raw bytes read but not yet durable on the target, at most.
     #[arg(long, default_value = "64MiB", value_parser = size::parse_size)]
     window: u64,
@@ -177,6 +198,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Send(args) => {
+            let args = *args;
             cli::init_logging("warn");
             run_send(args)
         }
@@ -256,7 +278,21 @@ fn run_send(args: SendArgs) -> Result<ExitCode, Error> {
             "--bitmap {id}=...: there is no --disk {id}"
         )));
     }
+    if args.speed_limit_default > 10_000 {
+        return Err(Error::Config(format!(
+            "--speed-limit-default {}: at most 10000 Mbit/s (0 = unlimited)",
+            args.speed_limit_default
+        )));
+    }
+    let throttle = limits::throttle(
+        args.speed_limit.as_deref().map(limits::Source::parse),
+        limits::Defaults {
+            default_mbps: args.speed_limit_default,
+            threshold: args.over_speed_threshold,
+        },
+    )?;
     let mut config = SendConfig::new(args.to, tls, disks);
+    config.limits = throttle;
     config.server_name = args.server_name;
     config.mode = mode;
     config.block_size = args.block_size;
