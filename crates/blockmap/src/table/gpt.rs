@@ -428,6 +428,12 @@ fn read_with(disk: &Region, ss: u64) -> Result<Table, MetaError> {
             }
         },
     };
+    // The backup belongs at the end of the disk whatever state it is in: send the sectors a
+    // valid backup would occupy (its header at the last LBA, its entry array just before), so
+    // a damaged backup is copied as it is and a good one is never left behind.
+    let array_sectors = chosen.array_len.div_ceil(ss);
+    let backup_start = last.saturating_sub(array_sectors).max(PRIMARY_LBA + 1);
+    metadata.insert(backup_start * ss, (last + 1 - backup_start) * ss);
     let partitions = partitions(&chosen, ss, sectors)?;
     Ok(Table {
         kind: TableKind::Gpt,
@@ -809,8 +815,9 @@ pub(super) mod tests {
             "{:?}",
             t.warnings
         );
-        // Only the front: nothing at the end of the shortened disk is table data.
-        assert_eq!(t.metadata.total(), 34 * 512);
+        // The front, and the last 33 sectors, where the backup belongs: they are sent as
+        // they are, so the end of the disk is copied whatever state it is in.
+        assert_eq!(t.metadata.total(), (34 + 33) * 512);
         assert!(!sgdisk_verify(&path).contains("No problems found"));
     }
 
