@@ -1447,3 +1447,99 @@ fn blockmap_command_describes_a_disk() {
     let missing = run(Command::new(SEND).args(["blockmap", p(&tmp.path().join("nope.img"))]));
     assert_error_line(&missing.stderr, "SMS.2013");
 }
+
+#[test]
+fn speed_limit_file_changes_reach_a_running_transfer() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let (source, target) = (tmp.path().join("s.img"), tmp.path().join("t.img"));
+    // 32 MiB of random data: 34 s at 8 Mbit/s.
+    let data: Vec<u8> = {
+        let mut rng = StdRng::seed_from_u64(8);
+        let mut v = vec![0u8; 32 << 20];
+        rand::RngCore::fill_bytes(&mut rng, &mut v);
+        v
+    };
+    fs::write(&source, &data).expect("source");
+    make_target(&target, data.len());
+    let rules = tmp.path().join("limits.json");
+    fs::write(
+        &rules,
+        r#"{"speed_limit":[{"start":"0:00","end":"23:59","speed":8}]}"#,
+    )
+    .expect("rules");
+    let receiver = start_receiver(&pki, &[disk("d0", &target)], &["--once"]);
+    let auth = ClientAuth::of(&pki);
+    let limit_arg = format!("@{}", p(&rules));
+    let mut child = ChildGuard(
+        Command::new(SEND)
+            .args([
+                "send",
+                "--to",
+                &receiver.addr,
+                "--ca",
+                p(auth.ca),
+                "--cert",
+                p(auth.cert),
+                "--key",
+                p(auth.key),
+            ])
+            .args([
+                "--disk",
+                &disk("d0", &source),
+                "--mode",
+                "full",
+                "--progress",
+                "json",
+                "--speed-limit",
+                &limit_arg,
+            ])
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start send"),
+    );
+    let stdout = child.0.stdout.take().expect("stdout");
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Wait (bounded) until some data is durable under the 8 Mbit/s limit.
+    let start = Instant::now();
+    let mut progressed = false;
+    while start.elapsed() < Duration::from_secs(30) {
+        match lines.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) => {
+                let v: Value = serde_json::from_str(&line).expect("a JSON line");
+                if v["replicatesize"].as_u64().unwrap_or(0) > 0 {
+                    assert!(
+                        v["migrate_speed"].as_f64().unwrap_or(0.0) < 8.0 * 1.5,
+                        "{line}"
+                    );
+                    progressed = true;
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    assert!(
+        progressed,
+        "no progress under the 8 Mbit/s limit within 30 s"
+    );
+    // Lift the limit by editing the file: the rest goes at loopback speed.
+    fs::write(&rules, "00:00-23:59=0").expect("new rules");
+    let changed = Instant::now();
+    let status = wait_exit(&mut child.0, Duration::from_secs(25), "send");
+    assert!(status.success(), "send failed: {status}");
+    assert!(changed.elapsed() < Duration::from_secs(25));
+    let (status, _) = receiver.wait();
+    assert!(status.success());
+    assert_file_is(&target, &data, "target after the limit was lifted");
+}
