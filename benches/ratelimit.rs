@@ -43,12 +43,19 @@ fn run(
     change: Option<(Duration, &str)>,
 ) -> (Vec<(f64, u64)>, Option<f64>) {
     let dir = tempfile::tempdir().unwrap();
-    let pki = certs::generate(&[]).unwrap().write(&dir.path().join("c")).unwrap();
+    let pki = certs::generate(&[])
+        .unwrap()
+        .write(&dir.path().join("c"))
+        .unwrap();
     let size = (f64::from(mbps) * 1e6 / 8.0 * seconds) as u64;
     let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
     image(&src, size);
     File::create(&dst).unwrap().set_len(size).unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let server = tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca).unwrap();
         let mut disks = BTreeMap::new();
