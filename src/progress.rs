@@ -6,7 +6,8 @@
 //! - `totalsize`: raw bytes this round will send (the whole plan);
 //! - `progress`: `100 * replicatesize / totalsize` (100 for an empty plan);
 //! - `migrate_speed`: bytes really written to the sockets (after compression and TLS), in
-//!   Mbit/s (10^6 bits), over the last 5 seconds (since the start when shorter);
+//!   Mbit/s (10^6 bits), over the last 5 seconds (since the start when shorter, but never over
+//!   less than one second, so a transfer's first milliseconds do not read as a huge rate);
 //! - `compress_rate`: percent of the raw bytes sent that compression and zero elimination kept
 //!   off the wire: `100 * (1 - wire / raw sent)`, 0 before anything was sent;
 //! - `remain_time`: seconds left at the acknowledged raw rate over the last 5 seconds.
@@ -20,6 +21,8 @@ use serde::Serialize;
 
 /// The window over which rates are measured.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
+/// The shortest span a rate is computed over, in seconds.
+const MIN_RATE_SPAN: f64 = 1.0;
 
 /// Counters shared by the pipeline stages; cheap to update from any thread.
 #[derive(Debug)]
@@ -120,19 +123,17 @@ impl Progress {
                 samples.pop_front();
             }
             let (t0, w0, a0) = samples.front().copied().unwrap_or((self.start, 0, 0));
-            let secs = now.duration_since(t0).as_secs_f64();
+            // Never less than a second: a rate over the first milliseconds of a transfer is the
+            // bucket's starting burst divided by almost nothing.
+            let secs = now.duration_since(t0).as_secs_f64().max(MIN_RATE_SPAN);
             samples.push_back((now, socket, acked));
             if samples.len() > 64 {
                 samples.remove(1);
             }
-            if secs > 0.0 {
-                (
-                    socket.saturating_sub(w0) as f64 / secs,
-                    acked.saturating_sub(a0) as f64 / secs,
-                )
-            } else {
-                (0.0, 0.0)
-            }
+            (
+                socket.saturating_sub(w0) as f64 / secs,
+                acked.saturating_sub(a0) as f64 / secs,
+            )
         };
         let remaining = total.saturating_sub(acked);
         ProgressSnapshot {
@@ -231,6 +232,16 @@ mod tests {
         ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }
+    }
+
+    #[test]
+    fn a_burst_in_the_first_milliseconds_is_not_a_huge_rate() {
+        let p = Progress::new("MIGRATE_LINUX_BLOCK");
+        let socket = Arc::new(AtomicU64::new(0));
+        p.measure_socket(socket.clone());
+        socket.store(200_000, Relaxed); // 200 kB within microseconds of the start
+        let s = p.snapshot();
+        assert!(s.migrate_speed <= 1.6 + 1e-9, "{} Mbit/s", s.migrate_speed);
     }
 
     #[test]
