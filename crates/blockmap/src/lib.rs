@@ -16,6 +16,8 @@ pub mod fuzzing;
 pub mod map;
 pub mod read;
 pub mod table;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use error::MetaError;
 pub use extent::{Extent, ExtentSet};

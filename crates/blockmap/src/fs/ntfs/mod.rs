@@ -326,16 +326,7 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    fn run(cmd: &mut Command) -> String {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    use crate::testutil::run;
 
     /// A sparse image of `mib` MiB made by mkntfs with `args` (quick format: the rest of
     /// the image keeps whatever was there).

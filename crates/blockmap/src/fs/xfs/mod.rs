@@ -164,19 +164,7 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    /// Runs a command that must succeed; returns its standard output.
-    fn run(cmd: &mut Command) -> String {
-        let out = cmd
-            .output()
-            .unwrap_or_else(|e| panic!("{cmd:?} did not start: {e}"));
-        assert!(
-            out.status.success(),
-            "{cmd:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
+    use crate::testutil::run;
 
     /// A small deterministic generator for file contents and byte flips.
     struct Rng(u64);
