@@ -14,6 +14,23 @@ use clap::{Parser, Subcommand, ValueEnum};
 mod limits;
 mod maps;
 
+/// Writes a line on stdout. Returns false when stdout is gone (a closed pipe: `| head`)
+/// instead of panicking as `println!` does, so a reader that exits never kills a transfer.
+fn write_line(args: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
+/// `println!` that does not panic on a closed stdout; evaluates to whether it was written.
+macro_rules! say {
+    ($($arg:tt)*) => { crate::write_line(format_args!($($arg)*)) };
+}
+pub(crate) use say;
+
 #[derive(Parser)]
 #[command(
     name = "blockrep",
@@ -205,7 +222,7 @@ fn main() -> ExitCode {
         Command::Certs { out, names } => certs::generate(&names)
             .and_then(|pki| pki.write(&out))
             .map(|files| {
-                println!(
+                say!(
                     "wrote {} (CA), {} + {} (receiver), {} + {} (sender)",
                     files.ca.display(),
                     files.server_cert.display(),
@@ -369,7 +386,7 @@ fn report(handle: &SendHandle, kind: ProgressArg) {
         match (kind, &bar) {
             (ProgressArg::Json, _) => {
                 if let Ok(line) = serde_json::to_string(&s) {
-                    println!("{line}");
+                    say!("{line}");
                 }
             }
             (ProgressArg::Bar, Some(bar)) => {
@@ -402,7 +419,7 @@ fn print_summary(s: &SendSummary, kind: ProgressArg) {
     match kind {
         ProgressArg::Json => {
             if let Ok(line) = serde_json::to_string(&serde_json::json!({ "summary": s })) {
-                println!("{line}");
+                say!("{line}");
             }
         }
         _ => eprintln!(

@@ -50,10 +50,10 @@ pub fn blockmap(path: &Path, full: bool, json: bool) -> Result<(), Error> {
             "partitions": partitions, "used_bytes": map.used.total(),
             "extent_count": extents.len(), "extents": extents, "warnings": map.warnings,
         });
-        println!("{out}");
+        crate::say!("{out}");
         return Ok(());
     }
-    println!(
+    crate::say!(
         "{}: {} ({} bytes), partition table: {}",
         path.display(),
         human_bytes(map.size),
@@ -61,12 +61,17 @@ pub fn blockmap(path: &Path, full: bool, json: bool) -> Result<(), Error> {
         map.table.map_or("none", |t| t.name())
     );
     if !map.partitions.is_empty() {
-        println!(
+        crate::say!(
             "  {:>3}  {:>14}  {:>12}  {:<22}  {:<6}  {:>12}",
-            "#", "start", "size", "type", "fs", "used"
+            "#",
+            "start",
+            "size",
+            "type",
+            "fs",
+            "used"
         );
         for p in &map.partitions {
-            println!(
+            crate::say!(
                 "  {:>3}  {:>14}  {:>12}  {:<22}  {:<6}  {:>12}{}",
                 p.number,
                 p.start,
@@ -83,7 +88,7 @@ pub fn blockmap(path: &Path, full: bool, json: bool) -> Result<(), Error> {
         }
     }
     let used = map.used.total();
-    println!(
+    crate::say!(
         "  to send: {} of {} ({:.1}%) in {} extents",
         human_bytes(used),
         human_bytes(map.size),
@@ -126,7 +131,7 @@ pub fn bitmap_diff(old: &Path, new: &Path, granularity: u32, out: &PathBuf) -> R
         std::fs::rename(&tmp, out)
     };
     write().map_err(|e| Error::Config(format!("cannot write {}: {e}", out.display())))?;
-    println!(
+    crate::say!(
         "{}: {} of {} changed ({} granules of {}), {}",
         out.display(),
         human_bytes(changed.total()),
