@@ -165,13 +165,7 @@ async fn stop_ends_cleanly_and_keeps_what_is_durable() {
     assert_eq!(outcome.succeeded + outcome.failed, 1);
     // What was acknowledged is on the target: the acked prefix matches (chunks are sent in order
     // per disk here, with several encoders reordering at most within the window).
-    let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-    let matching = s
-        .chunks(64 << 10)
-        .zip(d.chunks(64 << 10))
-        .filter(|(a, b)| a == b)
-        .count() as u64
-        * (64 << 10);
+    let matching = matching_chunk_bytes(&src, &dst, 64 << 10);
     assert!(
         matching >= summary.acked_bytes,
         "{matching} bytes match, {} acknowledged",
@@ -273,13 +267,7 @@ async fn receiver_shutdown_mid_transfer_keeps_what_it_acknowledged() {
     assert!(err.to_string().contains("shutting down"), "{err}");
     let acked = control.progress().replicatesize;
     assert!(acked > 0 && acked < size);
-    let (s, d) = (std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
-    let matching = s
-        .chunks(64 << 10)
-        .zip(d.chunks(64 << 10))
-        .filter(|(a, b)| a == b)
-        .count() as u64
-        * (64 << 10);
+    let matching = matching_chunk_bytes(&src, &dst, 64 << 10);
     assert!(
         matching >= acked,
         "{matching} bytes on the target, {acked} acknowledged"

@@ -181,6 +181,17 @@ pub fn assert_identical(a: &Path, b: &Path) {
     }
 }
 
+/// Bytes of `b` that equal `a`, counted in whole `chunk`-byte pieces at the same offsets.
+pub fn matching_chunk_bytes(a: &Path, b: &Path, chunk: usize) -> u64 {
+    let (x, y) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+    let same = x
+        .chunks(chunk)
+        .zip(y.chunks(chunk))
+        .filter(|(p, q)| p == q)
+        .count();
+    same as u64 * chunk as u64
+}
+
 /// Same as `cmp`: the real tool agrees.
 pub fn cmp(a: &Path, b: &Path) -> bool {
     std::process::Command::new("cmp")
