@@ -23,6 +23,7 @@
 #             target side's digests sent to the source side, a diff of the differing blocks, then
 #             a patch). Every round starts from a target that is an exact copy of the image before
 #             the change and must end byte-identical to the changed image (cmp).
+#             KINDS="random text" and PCTS="1 5" (the defaults) choose the changes measured.
 #  tib        `/usr/bin/time -v blockrep blockmap` on a sparse 1 TiB image holding a fresh ext4
 #             (/var/tmp/big.img, deleted afterwards): wall time and max RSS.
 #
@@ -191,8 +192,8 @@ if has_step sync; then
   echo "|---|---|---|---|---|---|---|---|---|"
   log "target: a copy of the image"
   cp "$img" "$work/target.img"
-  for kind in random text; do
-    for pct in 1 5; do
+  for kind in ${KINDS:-random text}; do
+    for pct in ${PCTS:-1 5}; do
       label="$pct% of 4 KiB blocks, $([[ $kind == random ]] && echo "random bytes" || echo "log text")"
       log "change: $label"
       cp "$img" "$work/changed.img"

@@ -165,6 +165,56 @@ async fn delta_round_finds_and_sends_only_what_differs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delta_in_small_pieces_stopped_then_resumed_converges_up_to_a_ragged_end() {
+    let (r, mut changed) = setup(0.05);
+    // The disk ends 4096 bytes past a 16 KiB granule; change its very last byte too, and one
+    // byte in the middle of a block (the whole 4 KiB block around it is sent).
+    let f = fs::OpenOptions::new().write(true).open(&r.src).unwrap();
+    f.write_all_at(&[0xa5], r.size - 1).unwrap();
+    f.write_all_at(&[0x5a], 3 * MIB + 1234).unwrap();
+    changed.insert(r.size - 4096, 4096);
+    changed.insert(3 * MIB, 4096);
+    let rx = Receiver::start(receiver_config(&r.pki, &[("d0", &r.dst)])).await;
+    let mut c = config(&r.pki, rx.addr, &r.src, Mode::Delta);
+    // 64 KiB pieces, four at a time; 64 KiB chunks, one encoder.
+    c.window = 256 << 10;
+    c.block_size = 64 << 10;
+    c.workers = 1;
+    let control = Control::new();
+    let first = tokio::spawn(sender::send(c.clone(), control.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while control.progress().replicatesize == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    control.stop();
+    let s1 = first.await.unwrap().expect("a STOP is not an error");
+    assert!(!s1.complete);
+    assert!(
+        s1.acked_bytes > 0 && s1.acked_bytes < changed.total(),
+        "{s1:?}"
+    );
+    // What the stopped round left is the rest of the disk it had not compared (and what it
+    // had found but not sent); what it compared the same is not in it.
+    assert!(
+        s1.remaining_bytes > 0 && s1.remaining_bytes < r.size,
+        "{s1:?}"
+    );
+    let s2 = sender::send(c, Control::new()).await.expect("second round");
+    rx.stop().await;
+    assert!(s2.complete);
+    assert!(cmp(&r.src, &r.dst));
+    assert_eq!(
+        s1.acked_bytes + s2.sent_bytes,
+        changed.total(),
+        "every differing block sent once: {s1:?} {s2:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_round_of_identical_disks_sends_nothing() {
     let (r, _) = setup(0.0);
     let rx = Receiver::start(receiver_config(&r.pki, &[("d0", &r.dst)])).await;

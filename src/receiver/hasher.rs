@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::thread;
 
 use blockrep_disk::TargetDisk;
-use blockrep_proto::HashRequest;
-use bytes::Bytes;
+use blockrep_proto::{HashRequest, Hashes};
 use tokio::sync::mpsc;
 
-use crate::digests::hash_range;
+use crate::digests::{for_each_granule, Digester};
 use crate::Error;
 
 /// Threads per session: hashing is read- and CPU-bound, and a sender keeps several requests
@@ -21,11 +20,11 @@ const THREADS: usize = 2;
 pub(super) struct Hasher {
     targets: Vec<Arc<TargetDisk>>,
     tx: Option<crossbeam_channel::Sender<(u64, HashRequest)>>,
-    rx: Option<mpsc::UnboundedReceiver<(u64, Result<Bytes, Error>)>>,
+    rx: Option<mpsc::UnboundedReceiver<(u64, Result<Hashes, Error>)>>,
     threads: Vec<thread::JoinHandle<()>>,
     next_in: u64,
     next_out: u64,
-    done: BTreeMap<u64, Result<Bytes, Error>>,
+    done: BTreeMap<u64, Result<Hashes, Error>>,
 }
 
 impl Hasher {
@@ -78,7 +77,7 @@ impl Hasher {
     }
 
     /// The next answer in request order, once it is ready. Cancel safe.
-    pub async fn next(&mut self) -> Option<Result<Bytes, Error>> {
+    pub async fn next(&mut self) -> Option<Result<Hashes, Error>> {
         loop {
             if let Some(answer) = self.done.remove(&self.next_out) {
                 self.next_out += 1;
@@ -100,18 +99,42 @@ impl Drop for Hasher {
     }
 }
 
-fn digests(target: &TargetDisk, req: &HashRequest) -> Result<Bytes, Error> {
-    let mut out = Vec::with_capacity(req.digest_count() as usize * usize::from(req.digest_len));
+/// The answer to `req`: every granule's digest (plain), or the fine digests of the granules
+/// whose digest differs from the sender's (COMPARE); one read of each range either way.
+fn digests(target: &TargetDisk, req: &HashRequest) -> Result<Hashes, Error> {
+    let d = Digester::new(&req.key, req.digest_len, req.compare.as_ref());
+    let n = usize::from(req.digest_len);
+    let count = req.digest_count() as usize;
+    let mut out = Vec::new();
+    let mut differ = vec![0u8; count.div_ceil(8)];
+    let mut fine = Vec::new();
+    let mut i = 0usize;
     for r in &req.ranges {
-        hash_range(
+        for_each_granule(
             |buf, at| target.read_exact_at(buf, at),
             r.offset,
             u64::from(r.len),
             req.granularity,
-            &req.key,
-            req.digest_len,
-            &mut out,
+            |granule| {
+                fine.clear();
+                let digest = d.granule(granule, &mut fine);
+                match &req.compare {
+                    None => out.extend_from_slice(&digest[..n]),
+                    Some(c) => {
+                        if c.digests.get(i * n..i * n + n) != Some(&digest[..n]) {
+                            differ[i / 8] |= 1 << (i % 8);
+                            out.extend_from_slice(&fine);
+                        }
+                    }
+                }
+                i += 1;
+            },
         )?;
     }
-    Ok(Bytes::from(out))
+    let mut answer = Hashes::plain(req.disk, req.digest_len, out.into());
+    if req.compare.is_some() {
+        answer.count = count as u32;
+        answer.differ = Some(differ.into());
+    }
+    Ok(answer)
 }

@@ -399,7 +399,6 @@ async fn run_session(
     let mut complete = None;
     let idle = shared.config.idle_timeout;
     let mut last_frame = Instant::now();
-    let mut hash_answer_shape = std::collections::VecDeque::new();
     let result = loop {
         tokio::select! {
             biased;
@@ -423,12 +422,11 @@ async fn run_session(
                 let Some(answer) = answer else {
                     break Err(Error::Transport("the hashing threads ended unexpectedly".into()));
                 };
-                let digests = match answer {
-                    Ok(d) => d,
+                let answer = match answer {
+                    Ok(a) => a,
                     Err(e) => break Err(e),
                 };
-                let (disk, digest_len) = hash_answer_shape.pop_front().unwrap_or_default();
-                let frame = session.hashes(disk, digest_len, digests);
+                let frame = session.hashes(answer);
                 write_frame(wr, &frame).await.map_err(|e| Error::Transport(format!("sending HASHES to {peer}: {e}")))?;
             }
             _ = stop.changed(), if data_tx.is_some() && complete.is_none() => {
@@ -455,7 +453,6 @@ async fn run_session(
                     }
                     Ok(ReceiverEvent::PeerError(e)) => break Err(Error::Peer { side: "sender", code: sanitize(&e.code), message: sanitize(&e.message) }),
                     Ok(ReceiverEvent::HashRequest(req)) => {
-                        hash_answer_shape.push_back((req.disk, req.digest_len));
                         hasher.submit(req);
                     }
                     Ok(ReceiverEvent::Hello(_)) => unreachable!("the session refuses a second HELLO"),

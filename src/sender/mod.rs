@@ -374,15 +374,17 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
             *plan = plan.subtract(&held);
         }
     }
-    if config.mode == Mode::Delta {
-        plans = delta::differing(&mut link, &sources, &plans, &config, &control).await?;
-    }
-    progress
-        .total
-        .store(plans.iter().map(ExtentSet::total).sum(), Relaxed);
-    progress.planned.store(true, Relaxed);
-
-    let streamed = pipeline::stream(&mut link, &sources, &plans, &config, &control).await?;
+    // A delta's total grows as the comparison finds what differs.
+    let scope = if config.mode == Mode::Delta {
+        pipeline::Scope::Delta
+    } else {
+        progress
+            .total
+            .store(plans.iter().map(ExtentSet::total).sum(), Relaxed);
+        progress.planned.store(true, Relaxed);
+        pipeline::Scope::Chunks
+    };
+    let streamed = pipeline::stream(&mut link, &sources, &plans, scope, &config, &control).await?;
     let remaining: Vec<(String, ExtentSet)> = config
         .disks
         .iter()

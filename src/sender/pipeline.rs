@@ -6,10 +6,16 @@
 //!  pread, window                lz4 + blake3                   ▲ ACK frames release the window
 //! ```
 //!
+//! A hash-delta round (`Scope::Delta`) has a prober thread instead of the reader: it reads and
+//! digests pieces of the source (`delta::Probe`) and hands them to the async loop, which asks
+//! the receiver to compare each (HASH_REQUEST) while DATA flows; each answer goes to a
+//! splitter thread that cuts the differing fine granules out of the piece into jobs.
+//!
 //! Memory is bounded by the queues between the stages (a few chunks each) and by the window of
 //! raw bytes read but not yet acknowledged as durable, whatever the disk size. Disk reads,
 //! compression and hashing never run on the async reactor.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
@@ -18,6 +24,7 @@ use std::time::{Duration, Instant};
 use blockrep_blockmap::ExtentSet;
 use blockrep_chunk::Encoding;
 use blockrep_disk::SourceDisk;
+use blockrep_proto::consts::MAX_OUTSTANDING_HASH_REQUESTS;
 use blockrep_proto::frame::encode_data_head;
 use blockrep_proto::{Frame, SenderEvent, Sent};
 use tokio::io::AsyncWriteExt;
@@ -25,6 +32,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info};
 
 use super::connect::{peer_error, read_failure, Link};
+use super::delta::{self, Probe};
 use super::{plan, Control, SendConfig};
 use crate::framed::{write_frame, ReadError};
 use crate::Error;
@@ -132,6 +140,27 @@ pub(crate) struct Streamed {
     pub durable: Vec<ExtentSet>,
 }
 
+/// What a round streams.
+pub(crate) enum Scope {
+    /// Every chunk of the plans.
+    Chunks,
+    /// The parts of the plans whose contents differ on the target (hash delta).
+    Delta,
+}
+
+/// The async loop's side of a delta round.
+#[derive(Default)]
+struct DeltaFlow {
+    /// The prober is still reading.
+    reading: bool,
+    /// Probes read, waiting for room among the outstanding HASH_REQUESTs.
+    queued: VecDeque<Probe>,
+    /// Probes whose HASH_REQUEST is outstanding, oldest first.
+    asked: VecDeque<Probe>,
+    /// To the splitter; dropped once every probe is answered.
+    answers: Option<crossbeam_channel::Sender<(Probe, ExtentSet)>>,
+}
+
 /// The state the async loop shares between its steps.
 struct Stream<'a> {
     link: &'a mut Link,
@@ -141,6 +170,7 @@ struct Stream<'a> {
     durable: Vec<ExtentSet>,
     /// Set when the over-speed protection tripped: the round ends like a STOP, then fails.
     over: Option<blockrep_rate::OverSpeed>,
+    delta: DeltaFlow,
 }
 
 impl Stream<'_> {
@@ -171,8 +201,27 @@ impl Stream<'_> {
             SenderEvent::Done(done) => Ok(Some(done)),
             SenderEvent::PeerError(e) => Err(peer_error(e)),
             SenderEvent::Welcome(_) => unreachable!("the session refuses a second WELCOME"),
-            SenderEvent::Hashes { .. } => {
-                unreachable!("no HASH_REQUEST is outstanding while streaming")
+            SenderEvent::Hashes { hashes, .. } => {
+                let probe = self
+                    .delta
+                    .asked
+                    .pop_front()
+                    .expect("the session checked an answer was due");
+                let differing = probe.differing(&hashes);
+                let (len, to_send) = (probe.data.len() as u64, differing.total());
+                // What is the same on both sides is done; what differs holds its share of
+                // the window until acknowledged.
+                let mut same = ExtentSet::range(probe.offset, len);
+                same = same.subtract(&differing);
+                for e in same.iter() {
+                    self.durable[usize::from(probe.disk)].insert(e.offset, e.len);
+                }
+                self.window.release(len - to_send);
+                self.control.progress.total.fetch_add(to_send, Relaxed);
+                if let Some(tx) = &self.delta.answers {
+                    let _ = tx.send((probe, differing));
+                }
+                Ok(None)
             }
         }
     }
@@ -181,13 +230,15 @@ impl Stream<'_> {
     async fn write_all(
         &mut self,
         enc_rx: &mut mpsc::Receiver<Encoded>,
+        probes: &mut mpsc::Receiver<Probe>,
         raw_pool: &Pool,
         lz4_pool: &Pool,
     ) -> Result<(), Error> {
         let io_timeout = self.config.io_timeout;
         let mut last_ack = Instant::now();
         loop {
-            let owed = self.link.session.unacked().next().is_some();
+            let owed = self.link.session.unacked().next().is_some()
+                || self.link.session.hash_requests_pending() > 0;
             let deadline = tokio::time::Instant::from_std(last_ack + io_timeout);
             tokio::select! {
                 biased;
@@ -196,6 +247,17 @@ impl Stream<'_> {
                         unreachable!("the session refuses DONE before END: {done:?}");
                     }
                     last_ack = Instant::now();
+                    self.ask().await?;
+                }
+                probe = probes.recv(), if self.delta.reading => {
+                    match probe {
+                        Some(p) => self.delta.queued.push_back(p),
+                        None => self.delta.reading = false,
+                    }
+                    if !owed {
+                        last_ack = Instant::now();
+                    }
+                    self.ask().await?;
                 }
                 _ = self.control.stopped(), if !self.window.is_closed() => {
                     info!("STOP requested: finishing the chunks in flight");
@@ -229,6 +291,33 @@ impl Stream<'_> {
                 }
             }
         }
+    }
+
+    /// Sends the HASH_REQUESTs of queued probes while there is room among the outstanding
+    /// ones (none after a STOP); once every probe is answered, lets the splitter finish.
+    async fn ask(&mut self) -> Result<(), Error> {
+        if self.window.is_closed() {
+            self.delta.queued.clear();
+        }
+        while self.link.session.hash_requests_pending() < MAX_OUTSTANDING_HASH_REQUESTS {
+            let Some(probe) = self.delta.queued.pop_front() else {
+                break;
+            };
+            let frame = self.link.session.request_hashes(probe.request.clone());
+            write_frame(&mut self.link.wr, &frame)
+                .await
+                .map_err(|e| self.transport(e))?;
+            self.control
+                .progress
+                .wire
+                .fetch_add(frame.encoded_len() as u64, Relaxed);
+            self.delta.asked.push_back(probe);
+        }
+        let d = &mut self.delta;
+        if !d.reading && d.queued.is_empty() && d.asked.is_empty() && d.answers.take().is_some() {
+            self.control.progress.planned.store(true, Relaxed);
+        }
+        Ok(())
     }
 
     async fn write_chunk(&mut self, chunk: &Encoded) -> Result<(), Error> {
@@ -312,36 +401,45 @@ impl Stream<'_> {
     }
 }
 
-/// Streams every chunk of `plans` over `link`, then ends the session (END/DONE). Returns
-/// what became durable; on an error the session is over too.
+/// Streams `plans` over `link` (every chunk, or for `Scope::Delta` what differs on the
+/// target), then ends the session (END/DONE). Returns what became durable (for a delta,
+/// also what was found the same); on an error the session is over too.
 pub(crate) async fn stream(
     link: &mut Link,
     sources: &[Arc<SourceDisk>],
     plans: &[ExtentSet],
+    scope: Scope,
     config: &SendConfig,
     control: &Arc<Control>,
 ) -> Result<Streamed, Error> {
-    let window = Arc::new(Window::new(config.window.max(u64::from(config.block_size))));
+    let piece_len = delta::piece_len(config.window);
+    let mut window_len = config.window.max(u64::from(config.block_size));
+    if matches!(scope, Scope::Delta) {
+        window_len = window_len.max(u64::from(piece_len));
+    }
+    let window = Arc::new(Window::new(window_len));
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
     let workers = config.workers.max(1);
     let raw_pool = Pool::new(4 * workers + 4);
     let lz4_pool = Pool::new(4 * workers + 4);
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
     let (enc_tx, mut enc_rx) = mpsc::channel::<Encoded>(2 * workers);
+    let (probe_tx, mut probe_rx) = mpsc::channel::<Probe>(2);
+    let mut flow = DeltaFlow::default();
+    let fail = {
+        let failure = failure.clone();
+        move |e: Error| *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e)
+    };
 
-    let reader_thread = {
-        let (window, failure, pool, control) = (
-            window.clone(),
-            failure.clone(),
-            raw_pool.clone(),
-            control.clone(),
-        );
-        let sources = sources.to_vec();
-        let plans = plans.to_vec();
-        let block_size = config.block_size;
-        thread::Builder::new()
-            .name("blockrep-read".into())
-            .spawn(move || {
+    let mut threads = Vec::new();
+    match scope {
+        Scope::Chunks => {
+            drop(probe_tx);
+            let (window, pool, control) = (window.clone(), raw_pool.clone(), control.clone());
+            let (sources, plans) = (sources.to_vec(), plans.to_vec());
+            let block_size = config.block_size;
+            let fail = fail.clone();
+            threads.push(spawn("blockrep-read", move || {
                 for (disk, offset, len) in plan::chunks(&plans, block_size) {
                     if control.is_stopped() || !window.acquire(u64::from(len)) {
                         return;
@@ -350,8 +448,7 @@ pub(crate) async fn stream(
                     raw.resize(len as usize, 0);
                     let source = &sources[usize::from(disk)];
                     if let Err(e) = source.read_exact_at(&mut raw, offset) {
-                        *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.into());
-                        return;
+                        return fail(e.into());
                     }
                     source.drop_cache(offset, u64::from(len));
                     control.progress.read.fetch_add(u64::from(len), Relaxed);
@@ -359,34 +456,82 @@ pub(crate) async fn stream(
                         return;
                     }
                 }
-            })
-            .expect("spawning a thread")
-    };
-    let encoders: Vec<_> = (0..workers)
-        .map(|i| {
-            let (job_rx, enc_tx, lz4_pool) = (job_rx.clone(), enc_tx.clone(), lz4_pool.clone());
-            thread::Builder::new()
-                .name(format!("blockrep-enc{i}"))
-                .spawn(move || {
-                    let mut compressed = lz4_pool.take();
-                    for job in job_rx {
-                        let e = blockrep_chunk::encode(&job.raw, &mut compressed);
-                        let compressed = (e.encoding == Encoding::Lz4)
-                            .then(|| std::mem::replace(&mut compressed, lz4_pool.take()));
-                        let out = Encoded {
-                            disk: job.disk,
-                            offset: job.offset,
-                            raw: job.raw,
-                            encoding: e.encoding,
-                            digest: e.digest,
-                            compressed,
-                        };
-                        if enc_tx.blocking_send(out).is_err() {
+            }));
+        }
+        Scope::Delta => {
+            let sizes: Vec<u64> = sources.iter().map(|s| s.size()).collect();
+            let compared = delta::compared(plans, &sizes);
+            let key: [u8; 32] = rand::random();
+            // Piece buffers go back to the prober once split.
+            let pieces = Pool::new(4);
+            let (answer_tx, answer_rx) = crossbeam_channel::unbounded::<(Probe, ExtentSet)>();
+            flow.reading = true;
+            flow.answers = Some(answer_tx);
+            {
+                let (window, control) = (window.clone(), control.clone());
+                let (sources, fail, buffers) = (sources.to_vec(), fail.clone(), pieces.clone());
+                threads.push(spawn("blockrep-probe", move || {
+                    for (disk, offset, len) in plan::chunks(&compared, piece_len) {
+                        if control.is_stopped() || !window.acquire(u64::from(len)) {
+                            return;
+                        }
+                        let source = &sources[usize::from(disk)];
+                        let probe =
+                            match Probe::read(source, disk, offset, len, &key, buffers.take()) {
+                                Ok(p) => p,
+                                Err(e) => return fail(e),
+                            };
+                        control.progress.read.fetch_add(u64::from(len), Relaxed);
+                        if probe_tx.blocking_send(probe).is_err() {
                             return;
                         }
                     }
-                })
-                .expect("spawning a thread")
+                }));
+            }
+            let (window, pool, block_size) = (window.clone(), raw_pool.clone(), config.block_size);
+            threads.push(spawn("blockrep-split", move || {
+                for (probe, differing) in answer_rx {
+                    let sets = [differing];
+                    for (_, offset, len) in plan::chunks(&sets, block_size) {
+                        if window.is_closed() {
+                            break;
+                        }
+                        let at = (offset - probe.offset) as usize;
+                        let mut raw = pool.take();
+                        raw.clear();
+                        raw.extend_from_slice(&probe.data[at..at + len as usize]);
+                        let disk = probe.disk;
+                        if job_tx.send(Job { disk, offset, raw }).is_err() {
+                            return;
+                        }
+                    }
+                    pieces.give(probe.data);
+                }
+            }));
+        }
+    }
+    let encoders: Vec<_> = (0..workers)
+        .map(|i| {
+            let (job_rx, enc_tx, lz4_pool) = (job_rx.clone(), enc_tx.clone(), lz4_pool.clone());
+            spawn(&format!("blockrep-enc{i}"), move || {
+                let mut compressed = lz4_pool.take();
+                for job in job_rx {
+                    let e = blockrep_chunk::encode(&job.raw, &mut compressed);
+                    let compressed = (e.encoding == Encoding::Lz4)
+                        .then(|| std::mem::replace(&mut compressed, lz4_pool.take()));
+                    let out = Encoded {
+                        disk: job.disk,
+                        offset: job.offset,
+                        raw: job.raw,
+                        encoding: e.encoding,
+                        digest: e.digest,
+                        compressed,
+                    };
+                    if enc_tx.blocking_send(out).is_err() {
+                        return;
+                    }
+                }
+            })
         })
         .collect();
     drop((job_rx, enc_tx));
@@ -398,17 +543,21 @@ pub(crate) async fn stream(
         config,
         durable: vec![ExtentSet::new(); plans.len()],
         over: None,
+        delta: flow,
     };
-    let written = match st.write_all(&mut enc_rx, &raw_pool, &lz4_pool).await {
+    let written = match st
+        .write_all(&mut enc_rx, &mut probe_rx, &raw_pool, &lz4_pool)
+        .await
+    {
         Err(e @ Error::Transport(_)) => Err(st.explain(e).await),
         other => other,
     };
-    // Whatever happened, let the pipeline threads finish: close the window and the queue.
+    // Whatever happened, let the pipeline threads finish: close the window and the queues.
     window.close();
-    drop(enc_rx);
-    let _ = reader_thread.join();
-    for e in encoders {
-        let _ = e.join();
+    drop((enc_rx, probe_rx));
+    st.delta = DeltaFlow::default();
+    for t in threads.into_iter().chain(encoders) {
+        let _ = t.join();
     }
     let read_failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match (written, read_failure) {
@@ -430,6 +579,13 @@ pub(crate) async fn stream(
             })
         }
     }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> thread::JoinHandle<()> {
+    thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawning a thread")
 }
 
 #[cfg(test)]

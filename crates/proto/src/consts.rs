@@ -58,6 +58,9 @@ pub const MIN_HASH_DIGEST_LEN: u8 = 8;
 pub const MAX_HASH_RANGES: u16 = 4096;
 /// Most digests one HASH_REQUEST may ask for (so a HASHES body stays within a frame).
 pub const MAX_HASHES_PER_REQUEST: u32 = 32_768;
+/// Most fine granules one COMPARE HASH_REQUEST may cover (so either frame of it stays within
+/// half a DATA frame).
+pub const MAX_COMPARE_FINE: u32 = MAX_HASHES_PER_REQUEST / 2;
 /// Most bytes one HASH_REQUEST may ask the receiver to read and hash (1 GiB): bounds the
 /// work a single frame can cause.
 pub const MAX_HASH_REQUEST_BYTES: u64 = 1 << 30;

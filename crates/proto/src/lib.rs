@@ -48,8 +48,8 @@ mod testutil;
 
 pub use error::{DecodeError, ProtocolError};
 pub use frame::{
-    decode, Ack, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType, HashRange,
-    HashRequest, Hashes, Hello, Welcome,
+    decode, Ack, Compare, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType,
+    HashRange, HashRequest, Hashes, Hello, Welcome,
 };
 pub use session::{ReceiverEvent, ReceiverSession, SenderEvent, SenderSession, Sent};
 
@@ -93,10 +93,19 @@ pub mod fuzzing {
                             reply(session.done(bytes, 0));
                         }
                         Ok(ReceiverEvent::HashRequest(req)) => {
-                            // Digests of the right shape (contents do not matter here).
-                            let n = req.digest_count() as usize * usize::from(req.digest_len);
-                            let digests = bytes::Bytes::from(vec![0u8; n]);
-                            reply(session.hashes(req.disk, req.digest_len, digests));
+                            // An answer of the right shape (contents do not matter here):
+                            // zero digests, or no granule differs.
+                            let n = req.digest_count() as usize;
+                            let mut h = crate::Hashes::plain(
+                                req.disk,
+                                req.digest_len,
+                                vec![0u8; n * usize::from(req.digest_len)].into(),
+                            );
+                            if req.compare.is_some() {
+                                h.digests = bytes::Bytes::new();
+                                h.differ = Some(vec![0u8; n.div_ceil(8)].into());
+                            }
+                            reply(session.hashes(h));
                         }
                         Ok(ReceiverEvent::PeerError(_)) => {}
                         Err(_) => return,
@@ -171,7 +180,20 @@ mod tests {
                     .iter()
                     .map(|&(offset, len)| HashRange { offset, len })
                     .collect(),
+                compare: None,
             })
+        };
+        // COMPARE: 16 KiB granules of 4 KiB fine ones, the sender's digests all 0x5a.
+        let compare = |disk, ranges: &[(u64, u32)]| {
+            let Frame::HashRequest(mut req) = hash_request(disk, 16 << 10, ranges) else {
+                unreachable!()
+            };
+            let n = req.digest_count() as usize * usize::from(req.digest_len);
+            req.compare = Some(crate::Compare {
+                fine: 4096,
+                digests: vec![0x5a; n].into(),
+            });
+            Frame::HashRequest(req)
         };
         let end = |complete, frames, bytes| {
             Frame::End(End {
@@ -208,6 +230,16 @@ mod tests {
                 ]),
             ),
             (
+                "compare.bin",
+                stream(&[
+                    hello.clone(),
+                    compare(0, &[(0, 64 << 10)]),
+                    raw.clone(),
+                    compare(1, &[(1 << 19, 20 << 10)]),
+                    end(true, 1, 4096),
+                ]),
+            ),
+            (
                 "error.bin",
                 stream(&[
                     hello,
@@ -238,8 +270,7 @@ mod tests {
                     let _ = r.done(0, 0);
                 }
                 ReceiverEvent::HashRequest(req) => {
-                    let n = req.digest_count() as usize * usize::from(req.digest_len);
-                    let _ = r.hashes(req.disk, req.digest_len, vec![0; n].into());
+                    let _ = r.hashes(testutil::hashes_for(&req, 0));
                 }
                 _ => {}
             }

@@ -182,20 +182,45 @@ pub fn hash_request(disk: u16) -> HashRequest {
                 len: 20 << 10,
             },
         ],
+        compare: None,
     }
 }
 
-/// HASHES of the right shape for `req`: digest `i` is `digest_len` bytes of `i + fill`.
+/// HASHES of the right shape for `req`. Plain: digest `i` is `digest_len` bytes of `i + fill`.
+/// COMPARE: every granule differs, fine digest `j` is `digest_len` bytes of `j + fill`.
 pub fn hashes_for(req: &HashRequest, fill: u8) -> Hashes {
-    let n = req.digest_count() as usize;
+    let n = match &req.compare {
+        None => req.digest_count(),
+        Some(_) => req.fine_count(),
+    } as usize;
     let digests: Vec<u8> = (0..n)
         .flat_map(|i| vec![(i as u8).wrapping_add(fill); usize::from(req.digest_len)])
         .collect();
-    Hashes {
-        disk: req.disk,
-        digest_len: req.digest_len,
-        digests: Bytes::from(digests),
+    let mut h = Hashes::plain(req.disk, req.digest_len, Bytes::from(digests));
+    if req.compare.is_some() {
+        let count = req.digest_count() as usize;
+        let mut bitmap = vec![0xffu8; count.div_ceil(8)];
+        if !count.is_multiple_of(8) {
+            if let Some(last) = bitmap.last_mut() {
+                *last = (1u8 << (count % 8)) - 1;
+            }
+        }
+        h.count = count as u32;
+        h.differ = Some(Bytes::from(bitmap));
     }
+    h
+}
+
+/// A COMPARE request over `testutil::hash_request`'s ranges: 4 KiB fine granules, the
+/// sender's digests `digest_len` bytes of `fill`.
+pub fn compare_request(disk: u16, fill: u8) -> HashRequest {
+    let mut req = hash_request(disk);
+    let n = req.digest_count() as usize * usize::from(req.digest_len);
+    req.compare = Some(crate::frame::Compare {
+        fine: 4096,
+        digests: Bytes::from(vec![fill; n]),
+    });
+    req
 }
 
 /// One of each frame type.
@@ -222,5 +247,7 @@ pub fn one_of_each() -> Vec<Frame> {
         Frame::Error(ErrorFrame::new("SMS.2011", "digest mismatch")),
         Frame::HashRequest(hash_request(0)),
         Frame::Hashes(hashes_for(&hash_request(0), 1)),
+        Frame::HashRequest(compare_request(1, 9)),
+        Frame::Hashes(hashes_for(&compare_request(1, 9), 2)),
     ]
 }

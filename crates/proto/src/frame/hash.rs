@@ -1,26 +1,45 @@
-//! HASH_REQUEST (0x30), sender to receiver, and HASHES (0x31), the answer: the hash delta.
+//! HASH_REQUEST (0x30), sender to receiver, and HASHES (0x31), the answer: the hash delta and
+//! the consistency check.
 //!
 //! ```text
-//! HASH_REQUEST: disk u16 | digest_len u8 | reserved u8 (0) | granularity u32 | key [32] |
-//!               count u16 | count x ( offset u64 | length u32 )
-//! HASHES:       disk u16 | digest_len u8 | reserved u8 (0) | count u32 | count x digest
+//! HASH_REQUEST: disk u16 | digest_len u8 | flags u8 | granularity u32 | key [32] |
+//!               count u16 | count x ( offset u64 | length u32 ) |
+//!               if COMPARE: fine u32 | one digest per granule (the sender's)
+//! HASHES:       disk u16 | digest_len u8 | flags u8 | count u32 |
+//!               plain:   count x digest
+//!               COMPARE: bitmap ceil(count / 8) bytes | fine digests of each granule whose bit is set
 //! ```
 //!
-//! The receiver reads each requested range of its target and answers, in request order, with
-//! one digest per granule: blake3 keyed with `key` over the granule's bytes (the last granule
-//! of a range may be shorter), truncated to `digest_len` bytes. The key is chosen by the
-//! sender per request, so nobody who writes data on the source can aim for a collision.
+//! Plain form: the receiver reads each requested range of its target and answers, in request
+//! order, with one digest per granule: blake3 keyed with `key` over the granule's bytes (the
+//! last granule of a range may be shorter), truncated to `digest_len` bytes. The key is chosen
+//! by the sender per request, so nobody who writes data on the source can aim for a collision.
+//!
+//! COMPARE form (flag bit 0), the hash delta in one read of each side: every granule is cut
+//! into fine granules of `fine` bytes, and a granule's digest is the keyed blake3 of its fine
+//! digests (each keyed blake3 of the bytes, truncated to `digest_len`) laid end to end. The
+//! sender sends its own granule digests; the receiver computes its fine and granule digests
+//! in one pass, sets bit `i` of the bitmap (`1 << (i % 8)` of byte `i / 8`) where granule `i`
+//! differs, and sends its fine digests of those granules only. The sender compares them with
+//! its own and sends the fine granules that differ.
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 
 use crate::codec::Reader;
 use crate::consts::*;
 use crate::error::DecodeError;
 
-/// Largest HASH_REQUEST body.
+/// The COMPARE flag of HASH_REQUEST and HASHES.
+const COMPARE: u8 = 1;
+/// Bytes of a HASH_REQUEST before its ranges.
+const REQUEST_FIXED: usize = 2 + 1 + 1 + 4 + 32 + 2;
+
+/// Largest HASH_REQUEST body: the most ranges, and the sender's digests at the longest.
 pub(super) const MAX_REQUEST_BODY: u32 =
-    (2 + 1 + 1 + 4 + 32 + 2 + MAX_HASH_RANGES as usize * 12) as u32;
-/// Largest HASHES body.
+    (REQUEST_FIXED + MAX_HASH_RANGES as usize * 12 + 4 + MAX_COMPARE_FINE as usize * DIGEST_LEN)
+        as u32;
+/// Largest HASHES body: a plain one (the COMPARE form's bitmap and fine digests, at most
+/// `MAX_COMPARE_FINE` of each, take less).
 pub(super) const MAX_HASHES_BODY: u32 = 2 + 1 + 1 + 4 + MAX_HASHES_PER_REQUEST * 32;
 
 /// One range whose digests are asked for.
@@ -30,6 +49,16 @@ pub struct HashRange {
     pub offset: u64,
     /// Bytes, at least 1.
     pub len: u32,
+}
+
+/// The COMPARE part of a request: the sender's own digests, for the receiver to compare.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compare {
+    /// Fine granule: a power of two, at least 4 KiB, smaller than the request's granularity.
+    pub fine: u32,
+    /// The sender's digest of each granule, `digest_len` bytes each, in range and granule
+    /// order: keyed blake3 of the granule's fine digests.
+    pub digests: Bytes,
 }
 
 /// The sender asks for digests of ranges of one disk.
@@ -43,18 +72,26 @@ pub struct HashRequest {
     pub granularity: u32,
     /// The blake3 key.
     pub key: [u8; 32],
-    /// 1 to `MAX_HASH_RANGES` ranges; at most `MAX_HASHES_PER_REQUEST` granules and
-    /// `MAX_HASH_REQUEST_BYTES` bytes in all.
+    /// 1 to `MAX_HASH_RANGES` ranges; at most `MAX_HASHES_PER_REQUEST` granules (and
+    /// `MAX_COMPARE_FINE` fine granules, for COMPARE) and `MAX_HASH_REQUEST_BYTES` bytes.
     pub ranges: Vec<HashRange>,
+    /// `Some` for the COMPARE form.
+    pub compare: Option<Compare>,
 }
 
 impl HashRequest {
-    /// Digests the answer carries: one per granule of each range.
+    /// Granules: one digest each in a plain answer, one bit each in a COMPARE answer.
     pub fn digest_count(&self) -> u64 {
-        let g = u64::from(self.granularity.max(1));
+        self.granules().count() as u64
+    }
+
+    /// Fine granules of a COMPARE request (0 for a plain one).
+    pub fn fine_count(&self) -> u64 {
+        let Some(c) = &self.compare else { return 0 };
+        let f = u64::from(c.fine.max(1));
         self.ranges
             .iter()
-            .map(|r| u64::from(r.len).div_ceil(g))
+            .map(|r| u64::from(r.len).div_ceil(f))
             .sum()
     }
 
@@ -63,13 +100,29 @@ impl HashRequest {
         self.ranges.iter().map(|r| u64::from(r.len)).sum()
     }
 
+    /// Every granule, in answer order (the last of a range may be short).
+    pub fn granules(&self) -> impl Iterator<Item = HashRange> + '_ {
+        let g = u64::from(self.granularity.max(1));
+        self.ranges.iter().flat_map(move |r| {
+            let end = r.offset + u64::from(r.len);
+            (0..u64::from(r.len).div_ceil(g)).map(move |i| {
+                let offset = r.offset + i * g;
+                HashRange {
+                    offset,
+                    len: (end - offset).min(g) as u32,
+                }
+            })
+        })
+    }
+
     pub(super) fn load(r: &mut Reader) -> Result<Self, DecodeError> {
         let disk = r.u16()?;
         let digest_len = r.u8()?;
         if !(MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8).contains(&digest_len) {
             return Err(DecodeError::BadHashRequest);
         }
-        if r.u8()? != 0 {
+        let flags = r.u8()?;
+        if flags & !COMPARE != 0 {
             return Err(DecodeError::NonzeroReserved);
         }
         let granularity = r.u32()?;
@@ -95,35 +148,59 @@ impl HashRequest {
             }
             ranges.push(HashRange { offset, len });
         }
-        let req = Self {
+        let mut req = Self {
             disk,
             digest_len,
             granularity,
             key,
             ranges,
+            compare: None,
         };
-        if req.digest_count() > u64::from(MAX_HASHES_PER_REQUEST)
-            || req.byte_count() > MAX_HASH_REQUEST_BYTES
+        let digests = req.digest_count();
+        if digests > u64::from(MAX_HASHES_PER_REQUEST) || req.byte_count() > MAX_HASH_REQUEST_BYTES
         {
             return Err(DecodeError::BadHashRequest);
+        }
+        if flags & COMPARE != 0 {
+            let fine = r.u32()?;
+            if !fine.is_power_of_two() || fine < MIN_HASH_GRANULARITY || fine >= granularity {
+                return Err(DecodeError::BadHashRequest);
+            }
+            req.compare = Some(Compare {
+                fine,
+                digests: Bytes::new(),
+            });
+            if req.fine_count() > u64::from(MAX_COMPARE_FINE) {
+                return Err(DecodeError::BadHashRequest);
+            }
+            let theirs = r.take(digests as usize * usize::from(digest_len))?;
+            if let Some(c) = &mut req.compare {
+                c.digests = theirs;
+            }
         }
         Ok(req)
     }
 
     pub(super) fn body_len(&self) -> usize {
-        2 + 1 + 1 + 4 + 32 + 2 + 12 * self.ranges.len()
+        REQUEST_FIXED
+            + 12 * self.ranges.len()
+            + self.compare.as_ref().map_or(0, |c| 4 + c.digests.len())
     }
 
     pub(super) fn encode(&self, dst: &mut impl BufMut) {
         dst.put_u16(self.disk);
         dst.put_u8(self.digest_len);
-        dst.put_u8(0);
+        dst.put_u8(if self.compare.is_some() { COMPARE } else { 0 });
         dst.put_u32(self.granularity);
         dst.put_slice(&self.key);
         dst.put_u16(self.ranges.len() as u16);
         for r in &self.ranges {
             dst.put_u64(r.offset);
             dst.put_u32(r.len);
+        }
+        if let Some(c) = &self.compare {
+            dst.put_u32(c.fine);
+            dst.put_slice(&c.digests);
         }
     }
 }
@@ -135,13 +212,29 @@ pub struct Hashes {
     pub disk: u16,
     /// Bytes per digest, as in the request.
     pub digest_len: u8,
-    /// The digests, `digest_len` bytes each, in range and granule order.
-    pub digests: bytes::Bytes,
+    /// Granules answered for.
+    pub count: u32,
+    /// COMPARE answers: one bit per granule, set where the granule differs.
+    pub differ: Option<Bytes>,
+    /// Plain: one digest per granule. COMPARE: the fine digests of each differing granule.
+    /// `digest_len` bytes each, in order.
+    pub digests: Bytes,
 }
 
 impl Hashes {
+    /// A plain answer: one digest per granule.
+    pub fn plain(disk: u16, digest_len: u8, digests: Bytes) -> Self {
+        Self {
+            disk,
+            digest_len,
+            count: (digests.len() / usize::from(digest_len.max(1))) as u32,
+            differ: None,
+            digests,
+        }
+    }
+
     /// Digests carried.
-    pub fn count(&self) -> usize {
+    pub fn digest_total(&self) -> usize {
         self.digests.len() / usize::from(self.digest_len.max(1))
     }
 
@@ -152,36 +245,67 @@ impl Hashes {
             .get(i.checked_mul(n)?..i.checked_mul(n)?.checked_add(n)?)
     }
 
+    /// COMPARE answers: does granule `i` differ?
+    pub fn differs(&self, i: usize) -> bool {
+        self.differ
+            .as_ref()
+            .and_then(|b| b.get(i / 8))
+            .is_some_and(|b| b & (1 << (i % 8)) != 0)
+    }
+
     pub(super) fn load(r: &mut Reader) -> Result<Self, DecodeError> {
         let disk = r.u16()?;
         let digest_len = r.u8()?;
         if !(MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8).contains(&digest_len) {
             return Err(DecodeError::BadHashRequest);
         }
-        if r.u8()? != 0 {
+        let flags = r.u8()?;
+        if flags & !COMPARE != 0 {
             return Err(DecodeError::NonzeroReserved);
         }
         let count = r.u32()?;
         if count > MAX_HASHES_PER_REQUEST {
             return Err(DecodeError::BadHashRequest);
         }
-        let digests = r.take(count as usize * usize::from(digest_len))?;
+        let n = usize::from(digest_len);
+        if flags & COMPARE == 0 {
+            let digests = r.take(count as usize * n)?;
+            return Ok(Self::plain(disk, digest_len, digests));
+        }
+        if count > MAX_COMPARE_FINE {
+            return Err(DecodeError::BadHashRequest);
+        }
+        let bitmap = r.take((count as usize).div_ceil(8))?;
+        // Bits past the last granule are zero, so one answer has one encoding.
+        if count % 8 != 0 && bitmap.last().is_some_and(|b| b >> (count % 8) != 0) {
+            return Err(DecodeError::BadHashRequest);
+        }
+        let rest = r.remaining();
+        if !rest.is_multiple_of(n) || rest / n > MAX_COMPARE_FINE as usize {
+            return Err(DecodeError::BadHashRequest);
+        }
+        let digests = r.take(rest)?;
         Ok(Self {
             disk,
             digest_len,
+            count,
+            differ: Some(bitmap),
             digests,
         })
     }
 
     pub(super) fn body_len(&self) -> usize {
-        8 + self.digests.len()
+        8 + self.differ.as_ref().map_or(0, Bytes::len) + self.digests.len()
     }
 
     pub(super) fn encode(&self, dst: &mut impl BufMut) {
         dst.put_u16(self.disk);
         dst.put_u8(self.digest_len);
-        dst.put_u8(0);
-        dst.put_u32(self.count() as u32);
+        dst.put_u8(if self.differ.is_some() { COMPARE } else { 0 });
+        dst.put_u32(self.count);
+        if let Some(b) = &self.differ {
+            dst.put_slice(b);
+        }
         dst.put_slice(&self.digests);
     }
 }
@@ -194,8 +318,6 @@ mod tests {
     use crate::Frame;
 
     const KEY: [u8; 32] = [0x4b; 32];
-    /// Bytes before a HASH_REQUEST's ranges.
-    const REQUEST_FIXED: usize = 2 + 1 + 1 + 4 + 32 + 2;
 
     /// A HASH_REQUEST body up to its range count.
     fn request_head(digest_len: u8, reserved: u8, granularity: u32, count: u16) -> Body {
@@ -276,7 +398,7 @@ mod tests {
         assert_eq!(req.digest_count(), 4 + 2);
         assert_eq!(req.byte_count(), (64 << 10) + (20 << 10));
         let hashes = testutil::hashes_for(&req, 1);
-        assert_eq!(hashes.count(), 6);
+        assert_eq!(hashes.digest_total(), 6);
         assert_eq!(hashes.digest(0), Some(&[1u8; 8][..]));
         assert_eq!(hashes.digest(5), Some(&[6u8; 8][..]));
         assert_eq!(hashes.digest(6), None);
@@ -300,7 +422,7 @@ mod tests {
             .map(|i| (i << 12, 1))
             .collect();
         let b = request(8, 4096, &ranges);
-        assert_eq!(b.len(), MAX_REQUEST_BODY as usize);
+        assert_eq!(b.len(), REQUEST_FIXED + 12 * usize::from(MAX_HASH_RANGES));
         assert_eq!(
             accept_request(&b).ranges.len(),
             usize::from(MAX_HASH_RANGES)
@@ -311,12 +433,15 @@ mod tests {
         let r = accept_request(&request(8, 64 << 20, &[(0, MAX_HASH_REQUEST_BYTES as u32)]));
         assert_eq!(r.byte_count(), MAX_HASH_REQUEST_BYTES);
         // HASHES: none (the session judges the count), and the most, at the longest digest.
-        assert_eq!(accept_hashes(&hashes_head(8, 0, 0).0).count(), 0);
+        assert_eq!(accept_hashes(&hashes_head(8, 0, 0).0).digest_total(), 0);
         let b = hashes_head(32, 0, MAX_HASHES_PER_REQUEST)
             .bytes(&vec![0xab; MAX_HASHES_PER_REQUEST as usize * 32])
             .0;
         assert_eq!(b.len(), MAX_HASHES_BODY as usize);
-        assert_eq!(accept_hashes(&b).count(), MAX_HASHES_PER_REQUEST as usize);
+        assert_eq!(
+            accept_hashes(&b).digest_total(),
+            MAX_HASHES_PER_REQUEST as usize
+        );
     }
 
     #[test]
@@ -335,7 +460,8 @@ mod tests {
 
     #[test]
     fn rejects_nonzero_reserved() {
-        for v in [1, 0x80, 0xff] {
+        // Bit 0 is COMPARE; every other bit is reserved.
+        for v in [2, 0x80, 0xff] {
             let b = request_head(8, v, 4096, 1).u64(0).u32(4096).0;
             assert_eq!(
                 reject(FrameType::HashRequest, &b),
@@ -368,19 +494,11 @@ mod tests {
 
     #[test]
     fn rejects_range_count_over_the_max() {
-        // All the ranges present: the header refuses the body's length first.
+        // All the ranges present.
         let ranges: Vec<(u64, u32)> = (0..=u64::from(MAX_HASH_RANGES))
             .map(|i| (i << 12, 1))
             .collect();
-        let b = request(8, 4096, &ranges);
-        let len = b.len() as u32;
-        assert_eq!(
-            reject(FrameType::HashRequest, &b),
-            DecodeError::TooLong {
-                len,
-                max: MAX_REQUEST_BODY
-            }
-        );
+        assert_bad_request(&request(8, 4096, &ranges));
         // A count over the maximum in a body that fits.
         for count in [MAX_HASH_RANGES + 1, u16::MAX] {
             let b = request_head(8, 0, 4096, count).u64(0).u32(1).0;
@@ -511,5 +629,106 @@ mod tests {
         assert_eq!(reject(FrameType::Hashes, &b), DecodeError::TrailingBytes);
         b.extend_from_slice(&[0; 7]);
         assert_eq!(reject(FrameType::Hashes, &b), DecodeError::TrailingBytes);
+    }
+
+    /// A COMPARE request body: `request(..)` and then the fine granule and `digests`.
+    fn compare(granularity: u32, ranges: &[(u64, u32)], fine: u32, digests: &[u8]) -> Vec<u8> {
+        let mut b = request(8, granularity, ranges);
+        b[3] = 1;
+        Body(b).u32(fine).bytes(digests).0
+    }
+
+    #[test]
+    fn compare_encodes_as_documented() {
+        let req = testutil::compare_request(0, 9);
+        // 6 granules (4 of 16 KiB, one of 16 KiB and one of 4 KiB): 6 sender digests.
+        let expected = Body(body(&Frame::HashRequest(HashRequest {
+            compare: None,
+            ..req.clone()
+        })))
+        .u32(4096)
+        .bytes(&[9; 6 * 8])
+        .0;
+        let mut expected = expected;
+        expected[3] = 1;
+        assert_eq!(body(&Frame::HashRequest(req.clone())), expected);
+        assert_eq!(accept_request(&expected), req);
+        assert_eq!(req.fine_count(), 16 + 5);
+        // Every granule differs: a bitmap of six bits, then 21 fine digests.
+        let hashes = testutil::hashes_for(&req, 2);
+        let mut expected = Body::new().u16(0).u8(8).u8(1).u32(6).u8(0b11_1111);
+        for i in 0..21u8 {
+            expected = expected.bytes(&[i + 2; 8]);
+        }
+        assert_eq!(body(&Frame::Hashes(hashes.clone())), expected.0);
+        assert_eq!(accept_hashes(&expected.0), hashes);
+        assert!((0..6).all(|i| hashes.differs(i)));
+        assert!(!hashes.differs(6));
+    }
+
+    #[test]
+    fn compare_rejects_bad_fine_granule() {
+        // Not a power of two, below 4 KiB, not below the granularity.
+        for fine in [0, 4097, 6144, 2048, 1, 16 << 10, 32 << 10, u32::MAX] {
+            assert_bad_request(&compare(16 << 10, &[(0, 16 << 10)], fine, &[0; 8]));
+        }
+    }
+
+    #[test]
+    fn compare_rejects_wrong_digest_bytes() {
+        // Two granules: 16 bytes of digests, neither fewer nor more.
+        let ranges = [(0, 32 << 10)];
+        assert_eq!(
+            accept_request(&compare(16 << 10, &ranges, 4096, &[0; 16])).fine_count(),
+            8
+        );
+        let short = compare(16 << 10, &ranges, 4096, &[0; 15]);
+        assert_eq!(
+            reject(FrameType::HashRequest, &short),
+            DecodeError::Truncated
+        );
+        let long = compare(16 << 10, &ranges, 4096, &[0; 17]);
+        assert_eq!(
+            reject(FrameType::HashRequest, &long),
+            DecodeError::TrailingBytes
+        );
+    }
+
+    #[test]
+    fn compare_rejects_too_many_fine_granules() {
+        let max = MAX_COMPARE_FINE;
+        // At the maximum, then one fine granule more (a short last one).
+        let n = (max / 4) as usize;
+        let b = compare(16 << 10, &[(0, max * 4096)], 4096, &vec![0; n * 8]);
+        assert_eq!(accept_request(&b).fine_count(), u64::from(max));
+        let b = compare(
+            16 << 10,
+            &[(0, max * 4096 + 1)],
+            4096,
+            &vec![0; (n + 1) * 8],
+        );
+        assert_bad_request(&b);
+    }
+
+    #[test]
+    fn compare_answer_rejects_stray_bits_and_partial_digests() {
+        // Five granules: the three high bits of the bitmap byte must be clear.
+        for stray in [0b0010_0000u8, 0b1000_0000, 0xff] {
+            let b = hashes_head(8, 1, 5).u8(stray).0;
+            assert_eq!(reject(FrameType::Hashes, &b), DecodeError::BadHashRequest);
+        }
+        let ok = hashes_head(8, 1, 5).u8(0b1_0001).bytes(&[0; 16]).0;
+        assert_eq!(accept_hashes(&ok).digest_total(), 2);
+        // Fine digests that are not whole.
+        let b = hashes_head(8, 1, 5).u8(1).bytes(&[0; 12]).0;
+        assert_eq!(reject(FrameType::Hashes, &b), DecodeError::BadHashRequest);
+        // A bitmap cut short.
+        let b = hashes_head(8, 1, 9).u8(1).0;
+        assert_truncated(FrameType::Hashes, &b, 0);
+        // More granules than a COMPARE request may have.
+        let b = hashes_head(8, 1, MAX_COMPARE_FINE + 1)
+            .bytes(&vec![0; MAX_COMPARE_FINE as usize / 8 + 1])
+            .0;
+        assert_eq!(reject(FrameType::Hashes, &b), DecodeError::BadHashRequest);
     }
 }

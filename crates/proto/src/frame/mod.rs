@@ -24,7 +24,7 @@ pub use data::{encode_data_head, payload_fits, Data, DATA_HEAD_LEN};
 pub use done::Done;
 pub use end::End;
 pub use error::ErrorFrame;
-pub use hash::{HashRange, HashRequest, Hashes};
+pub use hash::{Compare, HashRange, HashRequest, Hashes};
 pub use hello::{valid_block_size, DiskAnnounce, Hello};
 pub use welcome::{Extent, Welcome};
 
@@ -363,13 +363,16 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_too_long_hash_request() {
-        // The fixed part and MAX_HASH_RANGES ranges of 12 bytes.
-        assert_too_long(FrameType::HashRequest, 42 + 4096 * 12);
+        // The fixed part, MAX_HASH_RANGES ranges of 12 bytes, the COMPARE fine granule and
+        // MAX_COMPARE_FINE digests of 32 bytes.
+        assert_too_long(FrameType::HashRequest, 42 + 4096 * 12 + 4 + 16_384 * 32);
+        assert!(FrameType::HashRequest.max_body() <= MAX_FRAME_BODY);
     }
 
     #[test]
     fn rejects_too_long_hashes() {
-        // The fixed part and MAX_HASHES_PER_REQUEST digests of 32 bytes: within a DATA frame.
+        // The fixed part and MAX_HASHES_PER_REQUEST digests of 32 bytes: within a DATA frame
+        // (the COMPARE form is smaller).
         assert_too_long(FrameType::Hashes, 8 + 32_768 * 32);
         assert!(FrameType::Hashes.max_body() <= MAX_FRAME_BODY);
     }
@@ -543,14 +546,37 @@ pub(crate) mod tests {
             MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8,
             any::<[u8; 32]>(),
             prop_oneof![9 => some, 1 => most],
+            any::<(bool, u8)>(),
         )
             .prop_map(
-                |(disk, digest_len, key, (granularity, ranges))| HashRequest {
-                    disk,
-                    digest_len,
-                    granularity,
-                    key,
-                    ranges,
+                |(disk, digest_len, key, (granularity, ranges), (compare, fill))| {
+                    let mut req = HashRequest {
+                        disk,
+                        digest_len,
+                        granularity,
+                        key,
+                        ranges,
+                        compare: None,
+                    };
+                    // COMPARE, where a finer granule exists and the fine digests stay within
+                    // the maximum: a fine granule a quarter of the granule, or 4 KiB.
+                    let fine = (granularity / 4).max(MIN_HASH_GRANULARITY);
+                    if compare && fine < granularity {
+                        req.compare = Some(Compare {
+                            fine,
+                            digests: bytes::Bytes::new(),
+                        });
+                        if req.fine_count() > u64::from(MAX_COMPARE_FINE) {
+                            req.compare = None;
+                        } else {
+                            let n = req.digest_count() as usize * usize::from(digest_len);
+                            req.compare = Some(Compare {
+                                fine,
+                                digests: vec![fill; n].into(),
+                            });
+                        }
+                    }
+                    req
                 },
             )
     }
@@ -571,13 +597,21 @@ pub(crate) mod tests {
                 vec![b; MAX_HASHES_PER_REQUEST as usize * DIGEST_LEN],
             )
         });
-        (any::<u16>(), prop_oneof![9 => some, 1 => most]).prop_map(
-            |(disk, (digest_len, digests))| Hashes {
-                disk,
-                digest_len,
-                digests: digests.into(),
-            },
+        (
+            any::<u16>(),
+            prop_oneof![9 => some, 1 => most],
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..=64)),
         )
+            .prop_map(|(disk, (digest_len, digests), bitmap)| {
+                let mut h = Hashes::plain(disk, digest_len, digests.into());
+                // COMPARE form: every bit of the bitmap's bytes a granule.
+                let fits = h.digest_total() <= MAX_COMPARE_FINE as usize;
+                if let Some(bitmap) = bitmap.filter(|_| fits) {
+                    h.count = bitmap.len() as u32 * 8;
+                    h.differ = Some(bitmap.into());
+                }
+                h
+            })
     }
 
     pub(crate) fn frame() -> impl Strategy<Value = Frame> {

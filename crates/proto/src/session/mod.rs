@@ -236,6 +236,7 @@ mod tests {
                 .iter()
                 .map(|&(offset, len)| crate::HashRange { offset, len })
                 .collect(),
+            compare: None,
         }
     }
 
@@ -273,7 +274,9 @@ mod tests {
             match ev.unwrap() {
                 ReceiverEvent::HashRequest(req) => {
                     let digests = target_digests(&req);
-                    let answer = p.receiver.hashes(req.disk, req.digest_len, digests);
+                    let answer =
+                        p.receiver
+                            .hashes(crate::Hashes::plain(req.disk, req.digest_len, digests));
                     answered.push(answer);
                 }
                 ReceiverEvent::Data(_) => data += 1,
@@ -292,7 +295,7 @@ mod tests {
             match ev.unwrap() {
                 SenderEvent::Acked(a) => assert_eq!(a.len(), 1),
                 SenderEvent::Hashes { request, hashes } => {
-                    assert_eq!(hashes.count() as u64, request.digest_count());
+                    assert_eq!(hashes.digest_total() as u64, request.digest_count());
                     assert_eq!(hashes.digests, target_digests(&request));
                     compared.push(request);
                 }
@@ -312,14 +315,16 @@ mod tests {
             panic!("no HASH_REQUEST");
         };
         assert_eq!(req, fine);
-        let answer = p
-            .receiver
-            .hashes(req.disk, req.digest_len, target_digests(&req));
+        let answer = p.receiver.hashes(crate::Hashes::plain(
+            req.disk,
+            req.digest_len,
+            target_digests(&req),
+        ));
         p.reply(answer);
         let Some(Ok(SenderEvent::Hashes { hashes, .. })) = p.sender_step() else {
             panic!("no HASHES");
         };
-        assert_eq!(hashes.count(), 4);
+        assert_eq!(hashes.digest_total(), 4);
         p.send_data(testutil::data_raw(1, (3 << 20) + 8192, 4096, 2));
         assert_eq!(p.receive_all().len(), 1);
         let ack = p.receiver.durable(2, 65536 + 4096).unwrap();

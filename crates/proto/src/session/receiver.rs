@@ -195,19 +195,14 @@ impl ReceiverSession {
         Ok(())
     }
 
-    /// Answers the oldest unanswered HASH_REQUEST: `digests` holds one `digest_len`-byte
-    /// digest per granule, in order.
+    /// Answers the oldest unanswered HASH_REQUEST (in its form: plain or COMPARE).
     ///
     /// # Panics
     /// If no request is unanswered (a driver bug).
-    pub fn hashes(&mut self, disk: u16, digest_len: u8, digests: bytes::Bytes) -> Frame {
+    pub fn hashes(&mut self, answer: Hashes) -> Frame {
         assert!(self.hash_requests > 0, "HASHES without a HASH_REQUEST");
         self.hash_requests -= 1;
-        Frame::Hashes(Hashes {
-            disk,
-            digest_len,
-            digests,
-        })
+        Frame::Hashes(answer)
     }
 
     /// The session rule for DATA: a known disk, no longer than its block size, inside it.
@@ -539,8 +534,7 @@ mod tests {
 
     /// Answers the oldest request, as the driver would.
     fn answer(r: &mut ReceiverSession, req: &HashRequest) -> Frame {
-        let h = testutil::hashes_for(req, 0);
-        r.hashes(h.disk, h.digest_len, h.digests)
+        r.hashes(testutil::hashes_for(req, 0))
     }
 
     #[test]

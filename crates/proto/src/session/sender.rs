@@ -183,8 +183,30 @@ impl SenderSession {
                 if hashes.digest_len != request.digest_len {
                     return Err(ProtocolError::BadHashes("another digest length"));
                 }
-                if hashes.count() as u64 != request.digest_count() {
-                    return Err(ProtocolError::BadHashes("another number of digests"));
+                if u64::from(hashes.count) != request.digest_count() {
+                    return Err(ProtocolError::BadHashes("another number of granules"));
+                }
+                match (&request.compare, &hashes.differ) {
+                    (None, None) => {
+                        if hashes.digest_total() != hashes.count as usize {
+                            return Err(ProtocolError::BadHashes("another number of digests"));
+                        }
+                    }
+                    (Some(c), Some(_)) => {
+                        let fine = u64::from(c.fine);
+                        let expected: u64 = request
+                            .granules()
+                            .enumerate()
+                            .filter(|(i, _)| hashes.differs(*i))
+                            .map(|(_, g)| u64::from(g.len).div_ceil(fine))
+                            .sum();
+                        if hashes.digest_total() as u64 != expected {
+                            return Err(ProtocolError::BadHashes(
+                                "another number of fine digests than granules differ",
+                            ));
+                        }
+                    }
+                    _ => return Err(ProtocolError::BadHashes("another form than asked")),
                 }
                 let request = self.hash_requests.pop_front().expect("checked above");
                 Ok(SenderEvent::Hashes { request, hashes })
@@ -614,6 +636,41 @@ mod tests {
             };
             assert_bad_hashes(&mut requesting(), h);
         }
+    }
+
+    #[test]
+    fn compare_answers_carry_fine_digests_of_differing_granules_only() {
+        // Granules of testutil::hash_request: 4 of 16 KiB, then one of 16 KiB and one of
+        // 4 KiB; 4 KiB fine granules, so 4, 4, 4, 4, 4 and 1 fine digests.
+        let req = testutil::compare_request(0, 0);
+        let answer = |bitmap: u8, fine: usize| Hashes {
+            disk: 0,
+            digest_len: 8,
+            count: 6,
+            differ: Some(vec![bitmap].into()),
+            digests: vec![0; fine * 8].into(),
+        };
+        for (bitmap, fine) in [(0, 0), (0b10_0000, 1), (0b00_0001, 4), (0b10_0010, 5)] {
+            let mut s = streaming();
+            let _ = s.request_hashes(req.clone());
+            match s.handle_frame(Frame::Hashes(answer(bitmap, fine))) {
+                Ok(SenderEvent::Hashes { request, hashes }) => {
+                    assert_eq!(request, req);
+                    assert_eq!(hashes.digest_total(), fine);
+                }
+                other => panic!("{bitmap:#b}: {other:?}"),
+            }
+        }
+        for (bitmap, fine) in [(0, 1), (0b10_0000, 4), (0b00_0001, 1), (0b10_0010, 8)] {
+            let mut s = streaming();
+            let _ = s.request_hashes(req.clone());
+            assert_bad_hashes(&mut s, answer(bitmap, fine));
+        }
+        // A plain answer to a COMPARE request, and a COMPARE answer to a plain one.
+        let mut s = streaming();
+        let _ = s.request_hashes(req.clone());
+        assert_bad_hashes(&mut s, testutil::hashes_for(&testutil::hash_request(0), 0));
+        assert_bad_hashes(&mut requesting(), answer(0, 0));
     }
 
     #[test]
