@@ -115,6 +115,22 @@ pub enum Error {
         /// The disk id.
         disk: String,
     },
+    /// The session id was started by another client certificate (`SMS.0304`).
+    #[error("session {session:?} was started by another client certificate; only that client can resume it (use a new --session id)")]
+    SessionOwner {
+        /// The session id.
+        session: String,
+    },
+    /// The session id was started with other disks (`SMS.1504`).
+    #[error("session {session:?} was started with {journal}, but this sender announces {hello}; resume it with the same disks, or use a new --session id")]
+    SessionLayout {
+        /// The session id.
+        session: String,
+        /// The disks the session was started with.
+        journal: String,
+        /// The disks announced now.
+        hello: String,
+    },
     /// The receiver runs as many sessions as it may (`SMS.1908`).
     #[error("the receiver is busy with {sessions} sessions; retry later")]
     Busy {
@@ -145,10 +161,22 @@ impl Error {
             Self::Protocol(_) => codes::RECEIVE,
             Self::Peer { code, .. } => code,
             Self::Transport(_) => codes::TRANSMISSION,
-            Self::DiskSize { .. } => codes::DISK_SIZE,
+            Self::DiskSize { .. } | Self::SessionLayout { .. } => codes::DISK_SIZE,
+            Self::SessionOwner { .. } => codes::TLS,
             Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
             Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) => codes::TRANSMISSION,
             Self::Rules(e) => e.code(),
+        }
+    }
+
+    /// Whether trying again later may succeed: the connection failed or dropped, or the
+    /// receiver was busy or restarting. Not for what a retry would only repeat (refusals,
+    /// disk errors, bad data, protection stops).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Transport(_) | Self::Busy { .. } => true,
+            Self::Peer { code, .. } => code == codes::TRANSMISSION,
+            _ => false,
         }
     }
 

@@ -30,7 +30,9 @@ pub use error::{codes, Error};
 pub use migration::{Migration, SyncChanges};
 pub use progress::{Progress, ProgressSnapshot};
 pub use receiver::{serve, ReceiverConfig, ServeOutcome, SessionReport};
-pub use sender::{send, start, Control, Mode, SendConfig, SendHandle, SendSummary, SourceSpec};
+pub use sender::{
+    send, start, Control, Mode, Retry, SendConfig, SendHandle, SendSummary, SourceSpec,
+};
 
 /// The receiver's default TCP port.
 pub const DEFAULT_PORT: u16 = 8900;

@@ -426,10 +426,9 @@ async fn valid_chunks_before_a_bad_one_are_kept_and_acknowledged() {
 async fn sessions_over_the_cap_are_refused_as_busy() {
     let s = setup_with(|c| c.max_sessions = 1).await;
     let holder = hostile_session(&s).await; // holds the only session, idle
-    let err = sender::send(
-        send_config(s.pki.client(), s.rx.addr, "d0", &s.src),
-        Control::new(),
-    )
+    let mut once = send_config(s.pki.client(), s.rx.addr, "d0", &s.src);
+    once.retry.total = Duration::ZERO; // a sender would retry a busy receiver by itself
+    let err = sender::send(once, Control::new())
     .await
     .unwrap_err();
     assert_eq!(err.code(), "SMS.1908", "{err}");

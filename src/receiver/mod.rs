@@ -23,6 +23,8 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
 mod hasher;
+pub(crate) mod journal;
+mod live;
 mod writer;
 
 use hasher::Hasher;
@@ -122,6 +124,7 @@ struct Shared {
     acceptor: TlsAcceptor,
     sessions: Arc<Semaphore>,
     busy_disks: Mutex<HashSet<String>>,
+    live: live::Live,
 }
 
 /// Runs a receiver on `listener` until `shutdown` resolves (then finishes in-flight writes,
@@ -137,6 +140,7 @@ pub async fn serve(
         acceptor: TlsAcceptor::from(config.tls.clone()),
         sessions: Arc::new(Semaphore::new(config.max_sessions.max(1))),
         busy_disks: Mutex::new(HashSet::new()),
+        live: live::Live::default(),
         config,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -236,6 +240,13 @@ async fn handle_connection(
             return None;
         }
     };
+    // Who the client is: only the certificate that started a session may resume it.
+    let cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map_or([0; 32], |c| *blake3::hash(c.as_ref()).as_bytes());
     let (rd, mut wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd);
     let mut session = ReceiverSession::new();
@@ -272,7 +283,7 @@ async fn handle_connection(
         &mut reader,
         &mut wr,
         &shared,
-        peer,
+        Client { addr: peer, cert },
         &session_id,
         stop,
     )
@@ -367,15 +378,25 @@ fn open_targets<'a>(
     Ok((targets, claim))
 }
 
+/// The sender of a session: its address and the blake3 of its client certificate.
+struct Client {
+    addr: SocketAddr,
+    cert: [u8; 32],
+}
+
 async fn run_session(
     session: &mut ReceiverSession,
     reader: &mut FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
     wr: &mut Writer,
     shared: &Shared,
-    peer: SocketAddr,
+    client: Client,
     session_id: &str,
     mut stop: watch::Receiver<bool>,
 ) -> Result<SessionReport, Error> {
+    let peer = client.addr;
+    // First take the session over from an earlier connection of it (a sender reconnecting
+    // before this receiver noticed the old connection died), then count it.
+    let live = shared.live.register(session_id, client.cert).await?;
     let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
         return Err(Error::Busy {
             sessions: shared.config.max_sessions,
@@ -432,6 +453,12 @@ async fn run_session(
             _ = stop.changed(), if data_tx.is_some() && complete.is_none() => {
                 // Shutdown: write what is queued, sync, acknowledge, then tell the sender.
                 data_tx = None;
+            }
+            _ = live.cancelled(), if data_tx.is_some() => {
+                // The sender reconnected: finish the writes queued here, then make way.
+                info!(%peer, session = %session_id, "the session continues on a new connection");
+                data_tx = None;
+                complete = None;
             }
             frame = reader.read_frame(), if data_tx.is_some() => {
                 last_frame = Instant::now();

@@ -110,6 +110,8 @@ pub struct SendConfig {
     /// while the transfer runs (`Throttle::set_rules`); share it between the rounds and
     /// streams of one task.
     pub limits: Arc<Throttle>,
+    /// Reconnection after a dropped connection, a receiver restart or a busy receiver.
+    pub retry: Retry,
 }
 
 impl SendConfig {
@@ -136,6 +138,7 @@ impl SendConfig {
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(120),
             limits: Throttle::new(blockrep_rate::Rules::unlimited()),
+            retry: Retry::default(),
         }
     }
 
@@ -204,6 +207,8 @@ pub struct SendSummary {
     pub elapsed_ms: u64,
     /// Raw bytes planned but not durable (0 when complete).
     pub remaining_bytes: u64,
+    /// Times the connection was lost and made again during the round.
+    pub reconnects: u32,
     /// Per disk id, the planned ranges that are not durable on the target: what the next
     /// round must send as well (empty when complete).
     #[serde(skip)]
@@ -334,7 +339,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
         sources.push(Arc::new(source));
     }
     // Block maps read disk metadata: off the reactor.
-    let mut plans = {
+    let plans = {
         let (sources, config) = (sources.clone(), config.clone());
         tokio::task::spawn_blocking(move || {
             sources
@@ -363,17 +368,6 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
             })
             .collect(),
     };
-    let mut link = Link::open(&config, hello, progress.received.clone()).await?;
-    // What the receiver already holds for this session need not be sent again.
-    for (plan, held) in plans.iter_mut().zip(&link.welcome.held) {
-        if !held.is_empty() {
-            let held: ExtentSet = held
-                .iter()
-                .map(|e| blockrep_blockmap::Extent::new(e.offset, e.len))
-                .collect();
-            *plan = plan.subtract(&held);
-        }
-    }
     // A delta's total grows as the comparison finds what differs.
     let scope = if config.mode == Mode::Delta {
         pipeline::Scope::Delta
@@ -384,18 +378,58 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
         progress.planned.store(true, Relaxed);
         pipeline::Scope::Chunks
     };
-    let streamed = pipeline::stream(&mut link, &sources, &plans, scope, &config, &control).await?;
+    // What is known durable on the target, across reconnections: what it acknowledged, what
+    // its journal holds for this session, and (delta) what was compared the same.
+    let mut durable = vec![ExtentSet::new(); plans.len()];
+    let mut backoff = Backoff::new(&config.retry);
+    let mut reconnects = 0u32;
+    let mut connected = false;
+    let complete = loop {
+        let attempt = attempt(
+            &config,
+            &control,
+            &hello,
+            &sources,
+            &plans,
+            scope,
+            &mut durable,
+        )
+        .await;
+        let e = match attempt {
+            Ok(complete) => break complete,
+            Err(e) => e,
+        };
+        // A receiver that cannot be reached at all is a setup problem, said at once; one that
+        // goes away after a session was established is reconnected to.
+        let refused = matches!(e, Error::Connect { .. });
+        connected |= !refused;
+        let delay = match backoff.next() {
+            Some(d) if e.retryable() && connected && !control.is_stopped() => d,
+            _ => return Err(e),
+        };
+        reconnects += 1;
+        warn!(
+            "{}; reconnecting in {:.1} s (reconnection {reconnects}, giving up {} s after the first)",
+            e.user_line(),
+            delay.as_secs_f64(),
+            config.retry.total.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = control.stopped() => break false,
+        }
+    };
     let remaining: Vec<(String, ExtentSet)> = config
         .disks
         .iter()
-        .zip(plans.iter().zip(&streamed.durable))
+        .zip(plans.iter().zip(&durable))
         .map(|(spec, (plan, durable))| (spec.id.clone(), plan.subtract(durable)))
         .filter(|(_, rest)| !rest.is_empty())
         .collect();
     let s = progress.snapshot();
     let summary = SendSummary {
         subtask_name: config.mode.subtask(),
-        complete: streamed.complete,
+        complete,
         total_bytes: s.totalsize,
         read_bytes: s.read_bytes,
         sent_bytes: s.sent_bytes,
@@ -405,6 +439,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
         received_bytes: s.received_bytes,
         elapsed_ms: started.elapsed().as_millis() as u64,
         remaining_bytes: remaining.iter().map(|(_, r)| r.total()).sum(),
+        reconnects,
         remaining,
     };
     if summary.complete && summary.remaining_bytes != 0 {
@@ -420,4 +455,123 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
         "round ended"
     );
     Ok(summary)
+}
+
+/// One connection's worth of a round: HELLO/WELCOME, then streaming what is not yet durable.
+/// Returns whether everything planned is durable; `durable` grows on every path.
+async fn attempt(
+    config: &SendConfig,
+    control: &Arc<Control>,
+    hello: &Hello,
+    sources: &[Arc<SourceDisk>],
+    plans: &[ExtentSet],
+    scope: pipeline::Scope,
+    durable: &mut [ExtentSet],
+) -> Result<bool, Error> {
+    let progress = &control.progress;
+    let mut link = Link::open(config, hello.clone(), progress.received.clone()).await?;
+    // What the receiver already holds for this session (its journal) need not be sent again.
+    for ((plan, known), held) in plans.iter().zip(durable.iter_mut()).zip(&link.welcome.held) {
+        let held: ExtentSet = held
+            .iter()
+            .map(|e| blockrep_blockmap::Extent::new(e.offset, e.len))
+            .collect();
+        let new = held.intersect(plan).subtract(known);
+        if scope_counts_held(config.mode) {
+            progress.acked.fetch_add(new.total(), Relaxed);
+        }
+        known.union(&new);
+    }
+    let todo: Vec<ExtentSet> = plans
+        .iter()
+        .zip(durable.iter())
+        .map(|(plan, known)| plan.subtract(known))
+        .collect();
+    pipeline::stream(&mut link, sources, &todo, scope, config, control, durable).await
+}
+
+/// Held ranges count as replicated in the progress of rounds whose total is the whole plan
+/// (a delta's total is what differs, which held ranges are not part of).
+fn scope_counts_held(mode: Mode) -> bool {
+    mode != Mode::Delta
+}
+
+/// Reconnection policy: exponential backoff with jitter, within a total time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retry {
+    /// Time after the first failure within which reconnections are tried; zero: never.
+    pub total: Duration,
+    /// The first delay.
+    pub initial: Duration,
+    /// The longest delay.
+    pub max: Duration,
+}
+
+impl Default for Retry {
+    /// Reconnect for up to 15 minutes, waiting 1 s, 2 s, 4 s ... up to 60 s between tries.
+    fn default() -> Self {
+        Self {
+            total: Duration::from_secs(15 * 60),
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The delays of one round's reconnections.
+struct Backoff<'a> {
+    retry: &'a Retry,
+    next: Duration,
+    deadline: Option<Instant>,
+}
+
+impl<'a> Backoff<'a> {
+    fn new(retry: &'a Retry) -> Self {
+        Self {
+            retry,
+            next: retry.initial,
+            deadline: None,
+        }
+    }
+
+    /// The delay before the next try, or `None` once the total time is spent. Each delay is
+    /// the nominal one (doubling up to the max) times a random factor in [0.5, 1.0], so many
+    /// agents cut off at once do not reconnect in step.
+    fn next(&mut self) -> Option<Duration> {
+        let now = Instant::now();
+        let deadline = *self.deadline.get_or_insert(now + self.retry.total);
+        let left = deadline.checked_duration_since(now)?;
+        if left.is_zero() {
+            return None;
+        }
+        let nominal = self.next.min(self.retry.max);
+        self.next = nominal.saturating_mul(2);
+        let jittered = nominal.mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        Some(jittered.min(left))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_max_within_the_total() {
+        let retry = Retry {
+            total: Duration::from_secs(3600),
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let mut b = Backoff::new(&retry);
+        let delays: Vec<Duration> = (0..8).map(|_| b.next().unwrap()).collect();
+        for (i, d) in delays.iter().enumerate() {
+            let nominal = Duration::from_millis(100 << i).min(retry.max);
+            assert!(*d >= nominal / 2 && *d <= nominal, "{i}: {d:?}");
+        }
+        let never = Retry {
+            total: Duration::ZERO,
+            ..retry
+        };
+        assert_eq!(Backoff::new(&never).next(), None);
+    }
 }

@@ -132,15 +132,8 @@ impl Pool {
     }
 }
 
-/// What a round's streaming achieved.
-pub(crate) struct Streamed {
-    /// Every planned chunk is durable (false after a STOP).
-    pub complete: bool,
-    /// Per disk, the ranges the receiver acknowledged as durable.
-    pub durable: Vec<ExtentSet>,
-}
-
 /// What a round streams.
+#[derive(Clone, Copy)]
 pub(crate) enum Scope {
     /// Every chunk of the plans.
     Chunks,
@@ -167,7 +160,8 @@ struct Stream<'a> {
     window: &'a Window,
     control: &'a Control,
     config: &'a SendConfig,
-    durable: Vec<ExtentSet>,
+    /// Per disk, what is known durable on the target (acknowledged, or compared the same).
+    durable: &'a mut [ExtentSet],
     /// Set when the over-speed protection tripped: the round ends like a STOP, then fails.
     over: Option<blockrep_rate::OverSpeed>,
     delta: DeltaFlow,
@@ -402,8 +396,9 @@ impl Stream<'_> {
 }
 
 /// Streams `plans` over `link` (every chunk, or for `Scope::Delta` what differs on the
-/// target), then ends the session (END/DONE). Returns what became durable (for a delta,
-/// also what was found the same); on an error the session is over too.
+/// target), then ends the session (END/DONE). Adds to `durable` what the receiver
+/// acknowledges (for a delta, also what was found the same), on every path; returns whether
+/// everything planned is durable (false after a STOP). On an error the session is over too.
 pub(crate) async fn stream(
     link: &mut Link,
     sources: &[Arc<SourceDisk>],
@@ -411,7 +406,8 @@ pub(crate) async fn stream(
     scope: Scope,
     config: &SendConfig,
     control: &Arc<Control>,
-) -> Result<Streamed, Error> {
+    durable: &mut [ExtentSet],
+) -> Result<bool, Error> {
     let piece_len = delta::piece_len(config.window);
     let mut window_len = config.window.max(u64::from(config.block_size));
     if matches!(scope, Scope::Delta) {
@@ -541,7 +537,7 @@ pub(crate) async fn stream(
         window: &window,
         control,
         config,
-        durable: vec![ExtentSet::new(); plans.len()],
+        durable,
         over: None,
         delta: flow,
     };
@@ -573,10 +569,7 @@ pub(crate) async fn stream(
             if let Some(o) = st.over.take() {
                 return Err(Error::OverSpeed(o));
             }
-            Ok(Streamed {
-                complete,
-                durable: st.durable,
-            })
+            Ok(complete)
         }
     }
 }

@@ -182,6 +182,11 @@ struct SendArgs {
     /// Compression and hashing threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// After a dropped connection or a receiver restart, reconnect (waiting 1 s, 2 s, 4 s ...
+    /// up to 60 s between tries, with jitter) for this long, then give up; 0 = never. What
+    /// the receiver already holds is not sent again.
+    #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = cli::parse_duration)]
+    retry_for: Duration,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -320,6 +325,7 @@ fn run_send(args: SendArgs) -> Result<ExitCode, Error> {
     if let Some(s) = args.session {
         config.session_id = s;
     }
+    config.retry.total = args.retry_for;
     let progress = args.progress.unwrap_or(if std::io::stderr().is_terminal() {
         ProgressArg::Bar
     } else {
