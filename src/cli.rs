@@ -48,11 +48,11 @@ mod tests {
     }
 }
 
-/// Parses a duration for the command line: a whole number with a unit, `s`, `m` or `h`
-/// (`90s`, `15m`, `2h`), or `0`.
+/// Parses a duration for the command line: a whole number with a unit, `s`, `m`, `h` or `d`
+/// (`90s`, `15m`, `2h`, `7d`), or `0`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     let t = s.trim();
-    let bad = || format!("{s}: give a duration like 90s, 15m or 2h (or 0)");
+    let bad = || format!("{s}: give a duration like 90s, 15m, 2h or 7d (or 0)");
     if t == "0" {
         return Ok(std::time::Duration::ZERO);
     }
@@ -62,6 +62,7 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         "s" => n,
         "m" => n.checked_mul(60).ok_or_else(bad)?,
         "h" => n.checked_mul(3600).ok_or_else(bad)?,
+        "d" => n.checked_mul(86_400).ok_or_else(bad)?,
         _ => return Err(bad()),
     };
     Ok(std::time::Duration::from_secs(secs))
@@ -78,13 +79,14 @@ mod duration_tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86_400)));
         for bad in [
             "",
             "s",
             "15",
             "1.5m",
             "-1s",
-            "10d",
+            "10w",
             "99999999999999999999h",
             "m5",
         ] {

@@ -65,6 +65,15 @@ pub enum Error {
     /// A source or target disk cannot be opened, read or written (its own code).
     #[error(transparent)]
     Disk(#[from] DiskError),
+    /// A target disk of a session, named by its id, cannot be written or flushed (its own
+    /// code: `SMS.2007`, `SMS.0519`).
+    #[error("target disk {disk}: {source}")]
+    TargetDisk {
+        /// The disk id.
+        disk: String,
+        /// What failed.
+        source: DiskError,
+    },
     /// A received chunk failed its checks; nothing was written for it (`SMS.2009`/`SMS.2011`).
     #[error("chunk of disk {disk} at offset {offset}: {source}; nothing was written for it")]
     Chunk {
@@ -156,7 +165,7 @@ impl Error {
             Self::Connect { .. } => codes::CONNECT,
             Self::Tls { .. } => codes::TLS,
             Self::Certificate { .. } => codes::CERTIFICATE,
-            Self::Disk(e) => e.code(),
+            Self::Disk(e) | Self::TargetDisk { source: e, .. } => e.code(),
             Self::Chunk { source, .. } => source.code(),
             Self::Protocol(_) => codes::RECEIVE,
             Self::Peer { code, .. } => code,

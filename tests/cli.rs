@@ -8,217 +8,22 @@
 //! child process is killed by a guard when a test fails.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver as LineRx, RecvTimeoutError};
-use std::thread::{self, JoinHandle};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 
-const SEND: &str = env!("CARGO_BIN_EXE_blockrep");
-const RECEIVER: &str = env!("CARGO_BIN_EXE_blockrep-receiver");
+#[path = "common/process.rs"]
+mod process;
 
-/// How long any one process may take before the test gives up on it.
-const PROCESS_DEADLINE: Duration = Duration::from_secs(60);
-/// How long a receiver may take to say where it listens.
-const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
-/// Between two `try_wait` polls.
-const POLL: Duration = Duration::from_millis(10);
-/// Size of the test images: a few MiB, not a multiple of any block size.
-const IMAGE_SIZE: usize = 3 * 1024 * 1024 + 12_345;
-/// What a target holds before a transfer, so untouched and overwritten targets differ.
-const TARGET_FILL: u8 = 0xEE;
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-// ---------------------------------------------------------------------------------------------
-
-/// A child process that is killed and reaped when dropped, whatever happened to the test.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `child` until it exits or `deadline` passes (then kills it and panics).
-fn wait_exit(child: &mut Child, deadline: Duration, what: &str) -> ExitStatus {
-    let start = Instant::now();
-    let max_polls = deadline.as_millis() / POLL.as_millis() + 1;
-    for _ in 0..max_polls {
-        match child.try_wait() {
-            Ok(Some(status)) => return status,
-            Ok(None) => {}
-            Err(e) => panic!("{what}: try_wait failed: {e}"),
-        }
-        if start.elapsed() >= deadline {
-            break;
-        }
-        thread::sleep(POLL);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    panic!("{what} did not exit within {} s", deadline.as_secs());
-}
-
-/// Reads a pipe to its end on a thread.
-fn slurp(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
-    thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = pipe.read_to_end(&mut bytes);
-        String::from_utf8_lossy(&bytes).into_owned()
-    })
-}
-
-/// What a finished command did.
-#[derive(Debug)]
-struct Output {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to its end, bounded by [`PROCESS_DEADLINE`].
-fn run(cmd: &mut Command) -> Output {
-    let what = format!("{cmd:?}");
-    let mut child = ChildGuard(
-        cmd.env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {what}: {e}")),
-    );
-    let stdout = slurp(child.0.stdout.take().expect("piped stdout"));
-    let stderr = slurp(child.0.stderr.take().expect("piped stderr"));
-    let status = wait_exit(&mut child.0, PROCESS_DEADLINE, &what);
-    Output {
-        status,
-        stdout: stdout.join().expect("stdout reader"),
-        stderr: stderr.join().expect("stderr reader"),
-    }
-}
-
-/// Runs a command that must succeed (a tool such as openssl, or a blockrep step that is set-up
-/// rather than the thing under test).
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
-    out
-}
-
-/// A running `blockrep-receiver`, its address, and its stderr lines as they come.
-struct Receiver {
-    child: ChildGuard,
-    addr: String,
-    lines: LineRx<String>,
-    seen: Vec<String>,
-}
-
-impl Receiver {
-    /// Starts a receiver with `args` plus `--listen 127.0.0.1:0` (unless `listen` is false:
-    /// then the arguments or a config file must say where) and waits for its listening line.
-    fn start(args: &[&str], listen: bool) -> Self {
-        let mut cmd = Command::new(RECEIVER);
-        if listen {
-            cmd.args(["--listen", "127.0.0.1:0"]);
-        }
-        cmd.args(args)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = ChildGuard(
-            cmd.spawn()
-                .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
-        );
-        let stderr = child.0.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut receiver = Self {
-            child,
-            addr: String::new(),
-            lines,
-            seen: Vec::new(),
-        };
-        let start = Instant::now();
-        // Bounded by the deadline, and by the lines a starting receiver may print.
-        for _ in 0..10_000 {
-            let left = STARTUP_DEADLINE.saturating_sub(start.elapsed());
-            match receiver.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let addr = line
-                        .strip_prefix("blockrep-receiver listening on ")
-                        .map(str::trim);
-                    receiver.seen.push(line.clone());
-                    if let Some(addr) = addr {
-                        addr.clone_into(&mut receiver.addr);
-                        return receiver;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => break,
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = wait_exit(&mut receiver.child.0, PROCESS_DEADLINE, "receiver");
-                    panic!(
-                        "the receiver exited ({status}) before listening:\n{}",
-                        receiver.seen.join("\n")
-                    );
-                }
-            }
-        }
-        panic!(
-            "the receiver did not say where it listens within {} s:\n{}",
-            STARTUP_DEADLINE.as_secs(),
-            receiver.seen.join("\n")
-        );
-    }
-
-    /// True while the process runs.
-    fn is_running(&mut self) -> bool {
-        matches!(self.child.0.try_wait(), Ok(None))
-    }
-
-    /// Waits for the receiver to exit on its own; returns its status and all its stderr lines.
-    fn wait(mut self) -> (ExitStatus, Vec<String>) {
-        let status = wait_exit(&mut self.child.0, PROCESS_DEADLINE, "receiver");
-        // The pipe closes with the process; the deadline only guards against a stray holder.
-        let start = Instant::now();
-        for _ in 0..100_000 {
-            let left = Duration::from_secs(10).saturating_sub(start.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(_) => break,
-            }
-        }
-        (status, std::mem::take(&mut self.seen))
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.child.0.id()).expect("pid fits i32")
-    }
-}
+use process::*;
 
 // ---------------------------------------------------------------------------------------------
 // Files

@@ -428,9 +428,7 @@ async fn sessions_over_the_cap_are_refused_as_busy() {
     let holder = hostile_session(&s).await; // holds the only session, idle
     let mut once = send_config(s.pki.client(), s.rx.addr, "d0", &s.src);
     once.retry.total = Duration::ZERO; // a sender would retry a busy receiver by itself
-    let err = sender::send(once, Control::new())
-    .await
-    .unwrap_err();
+    let err = sender::send(once, Control::new()).await.unwrap_err();
     assert_eq!(err.code(), "SMS.1908", "{err}");
     assert!(err.to_string().contains("busy"), "{err}");
     assert_untouched(&s.dst);

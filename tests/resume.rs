@@ -2,15 +2,80 @@
 //! sender killed and rerun. Each ends with a byte-identical target and little re-sent.
 
 mod common;
+#[path = "common/process.rs"]
+mod process;
 #[path = "common/proxy.rs"]
 mod proxy;
 
-use std::time::Duration;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use blockrep::sender::{self, Control, Mode};
+use blockrep::throttle::Throttle;
 use blockrep::{Retry, SendConfig, SourceSpec};
+use blockrep_rate::Rules;
 use common::*;
+use process::{wait_exit, ChildGuard, PROCESS_DEADLINE, SEND};
 use proxy::Proxy;
+
+/// The wire rate of the process-level tests, so a transfer lasts long enough (a few seconds)
+/// to be cut in the middle.
+const MBPS: u32 = 320;
+
+fn p(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// A free port on 127.0.0.1, for a receiver that must come back on the same address.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `blockrep-receiver` on `port` writing `d0` to `target`, with journals in `state`.
+fn receiver_process(pki: &Pki, port: u16, target: &Path, state: &Path) -> process::Receiver {
+    let f = &pki.files;
+    let listen = format!("127.0.0.1:{port}");
+    let disk = format!("d0={}", p(target));
+    process::Receiver::start(
+        &[
+            "--listen",
+            &listen,
+            "--cert",
+            p(&f.server_cert),
+            "--key",
+            p(&f.server_key),
+            "--client-ca",
+            p(&f.ca),
+            "--disk",
+            &disk,
+            "--state-dir",
+            p(state),
+        ],
+        false,
+    )
+}
+
+/// Polls `done` every 5 ms until it is true; panics after 60 s.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    for _ in 0..12_000 {
+        if done() {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what}: not within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("{what}: not within 12000 polls");
+}
 
 fn quick_retry() -> Retry {
     Retry {
@@ -78,4 +143,168 @@ async fn without_retries_a_dropped_connection_is_an_error() {
     rx.stop().await;
     assert_eq!(e.code(), "SMS.1908", "{e}");
     assert!(e.retryable());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_killed_and_restarted_resumes_the_session() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (
+        dir.path().join("src.img"),
+        dir.path().join("dst.img"),
+        dir.path().join("state"),
+    );
+    let size = make_image(&src, &[Region::Random(64 * MIB), Region::Text(32 * MIB)], 8);
+    make_target(&dst, size);
+    let port = free_port();
+    let rx = receiver_process(&pki, port, &dst, &state);
+    let mut c = SendConfig::new(
+        format!("127.0.0.1:{port}"),
+        pki.client(),
+        vec![SourceSpec::new("d0", &src)],
+    );
+    c.mode = Mode::Full;
+    c.window = 16 * MIB;
+    c.retry = Retry {
+        total: Duration::from_secs(60),
+        initial: Duration::from_millis(100),
+        max: Duration::from_secs(1),
+    };
+    c.limits = Throttle::new(Rules::unlimited().with_defaults(MBPS, None));
+    let handle = sender::start(c);
+    let control = handle.control();
+    wait_until("a third durable", || {
+        control.progress().replicatesize >= size / 3
+    });
+    let durable_before = control.progress().replicatesize;
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(rx.pid(), libc::SIGKILL) }, 0);
+    let _ = rx.wait();
+    assert!(
+        !handle.is_finished(),
+        "the sender waits for the receiver to come back"
+    );
+    let rx = receiver_process(&pki, port, &dst, &state);
+    let s = tokio::task::spawn_blocking(move || handle.wait())
+        .await
+        .unwrap()
+        .expect("the round completes after the restart");
+    drop(rx);
+    assert!(s.complete, "{s:?}");
+    assert!(s.reconnects >= 1, "{s:?}");
+    assert!(cmp(&src, &dst));
+    let resent = s.sent_bytes - size;
+    assert!(resent <= 16 * MIB + MIB, "re-sent {resent}: {s:?}");
+    eprintln!(
+        "receiver SIGKILL at {durable_before} of {size} durable: {resent} bytes re-sent, {} reconnections",
+        s.reconnects
+    );
+}
+
+/// `blockrep send` of `src` as d0, full mode, session `session`, JSON progress on stdout.
+fn send_command(pki: &Pki, to: &str, src: &Path, session: &str) -> Command {
+    let f = &pki.files;
+    let mut cmd = Command::new(SEND);
+    cmd.args([
+        "send",
+        "--to",
+        to,
+        "--ca",
+        p(&f.ca),
+        "--cert",
+        p(&f.client_cert),
+        "--key",
+        p(&f.client_key),
+        "--mode",
+        "full",
+        "--session",
+        session,
+        "--progress",
+        "json",
+        "--window",
+        "16MiB",
+        "--speed-limit-default",
+        &MBPS.to_string(),
+        "--disk",
+        &format!("d0={}", p(src)),
+    ])
+    .env_remove("RUST_LOG")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    cmd
+}
+
+/// A field of the JSON progress or summary line.
+fn field(line: &serde_json::Value, name: &str) -> Option<u64> {
+    line.get(name)
+        .or_else(|| line.get("summary").and_then(|s| s.get(name)))
+        .and_then(serde_json::Value::as_u64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_killed_and_rerun_resumes() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (
+        dir.path().join("src.img"),
+        dir.path().join("dst.img"),
+        dir.path().join("state"),
+    );
+    let size = make_image(&src, &[Region::Random(64 * MIB), Region::Text(32 * MIB)], 9);
+    make_target(&dst, size);
+    let mut config = receiver_config(&pki, &[("d0", &dst)]);
+    config.state_dir = Some(state);
+    let rx = Receiver::start(config).await;
+    let to = rx.addr.to_string();
+
+    let src2 = src.clone();
+    let mut child = ChildGuard(send_command(&pki, &to, &src2, "rerun-1").spawn().unwrap());
+    let stdout = child.0.stdout.take().unwrap();
+    // Kill it once a third is durable on the target, by its own progress lines.
+    let mut durable_before = 0;
+    for line in BufReader::new(stdout).lines().take(100_000) {
+        let Ok(line) = line else { break };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+            continue;
+        };
+        durable_before = field(&v, "replicatesize").unwrap_or(0);
+        if durable_before >= size / 3 {
+            break;
+        }
+    }
+    assert!(durable_before >= size / 3, "the first run made no progress");
+    // SAFETY: kill(2) on our own child, not reaped yet.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGKILL) }, 0);
+    let _ = wait_exit(&mut child.0, PROCESS_DEADLINE, "killed sender");
+
+    // The same command again: it resumes the session and sends the rest.
+    let rerun = move || {
+        let out = send_command(&pki, &to, &src, "rerun-1")
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "the rerun failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v.get("summary").is_some())
+            .expect("a summary line")
+    };
+    let (summary, again) = tokio::task::spawn_blocking(move || (rerun(), rerun()))
+        .await
+        .unwrap();
+    rx.stop().await;
+    // Once finished, the session's journal says so: a late retry of it sends nothing.
+    assert_eq!(field(&again, "sent_bytes"), Some(0), "{again}");
+    assert_eq!(field(&again, "acked_bytes"), Some(size), "{again}");
+    let sent = field(&summary, "sent_bytes").unwrap();
+    assert!(cmp(&src2, &dst));
+    // The rerun sends what was not durable when the first run died, and no more.
+    assert!(sent <= size - durable_before, "sent {sent}: {summary}");
+    assert_eq!(field(&summary, "acked_bytes"), Some(size), "{summary}");
+    eprintln!(
+        "sender SIGKILL at {durable_before} of {size} durable: the rerun sent {sent} bytes, {} again",
+        sent.saturating_sub(size - durable_before)
+    );
 }

@@ -50,9 +50,14 @@ struct Args {
     /// (repeatable). No other path is ever opened for writing.
     #[arg(long = "disk", value_name = "ID=PATH", value_parser = cli::parse_disk)]
     disks: Vec<(String, PathBuf)>,
-    /// Directory for session journals (resume after a restart). Created if missing.
+    /// Directory for session journals: per session, what is durable on the targets, so a
+    /// sender reconnecting after this receiver restarted (even after SIGKILL or a power cut)
+    /// sends only the rest. Created if missing. Without it, a restart loses that knowledge.
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// How long the journal of a finished session is kept, e.g. 12h or 7d [default: 7d].
+    #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
+    journal_retention: Option<Duration>,
     /// Exit after the first session ends: 0 if it succeeded, 1 if not.
     #[arg(long)]
     once: bool,
@@ -79,6 +84,7 @@ struct FileConfig {
     key: Option<PathBuf>,
     client_ca: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    journal_retention: Option<String>,
     once: Option<bool>,
     max_sessions: Option<usize>,
     max_connections: Option<usize>,
@@ -132,8 +138,9 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             )));
         }
     }
-    if let Some(dir) = args.state_dir.or(file.state_dir) {
-        std::fs::create_dir_all(&dir).map_err(|e| {
+    let state_dir = args.state_dir.or(file.state_dir);
+    if let Some(dir) = &state_dir {
+        std::fs::create_dir_all(dir).map_err(|e| {
             Error::Config(format!(
                 "cannot create the state directory {}: {e}",
                 dir.display()
@@ -141,6 +148,18 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         })?;
     }
     let mut config = ReceiverConfig::new(tls::server_config(&cert, &key, &client_ca)?, disks);
+    config.state_dir = state_dir;
+    let retention = match (args.journal_retention, file.journal_retention) {
+        (Some(d), _) => Some(d),
+        (None, Some(s)) => Some(
+            cli::parse_duration(&s)
+                .map_err(|e| Error::Config(format!("journal_retention: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(d) = retention {
+        config.journal_retention = d;
+    }
     config.once = args.once || file.once.unwrap_or(false);
     if let Some(n) = args.max_sessions.or(file.max_sessions) {
         config.max_sessions = n;

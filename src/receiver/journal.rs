@@ -68,7 +68,6 @@
 //! start with a dot, so they cannot collide with a journal.
 
 // Wired into the receiver separately; until then nothing outside the tests calls it.
-#![allow(dead_code)]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -156,6 +155,7 @@ pub(crate) struct Loaded {
 }
 
 impl Loaded {
+    #[cfg(test)]
     /// Bytes of the file that passed every check.
     pub fn valid_len(&self) -> u64 {
         self.valid_len
@@ -238,6 +238,7 @@ impl JournalDir {
         })
     }
 
+    #[cfg(test)]
     /// Sets the size after which journals opened from here are compacted (tests use a small
     /// one).
     pub fn with_compact_threshold(mut self, bytes: u64) -> Self {
@@ -245,6 +246,7 @@ impl JournalDir {
         self
     }
 
+    #[cfg(test)]
     /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
@@ -364,6 +366,7 @@ impl JournalDir {
         })
     }
 
+    #[cfg(test)]
     /// Deletes a session's journal, if it has one.
     pub fn remove(&self, session_id: &str) -> Result<(), Error> {
         if !is_identifier(session_id, MAX_SESSION_ID_LEN) {
@@ -526,26 +529,25 @@ impl Journal {
         sync_dir(&self.dir).map_err(|e| Error::Config(io_msg("compact", &self.path, &e)))
     }
 
-    /// The session's header.
-    pub fn header(&self) -> &Header {
-        &self.header
-    }
-
+    #[cfg(test)]
     /// The durable ranges recorded so far, merged; one set per disk.
     pub fn durable(&self) -> &[ExtentSet] {
         &self.durable
     }
 
+    #[cfg(test)]
     /// When the session was recorded finished, unless it wrote again since.
     pub fn finished(&self) -> Option<u64> {
         self.finished
     }
 
+    #[cfg(test)]
     /// The journal file.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    #[cfg(test)]
     /// The journal file's length.
     pub fn file_len(&self) -> u64 {
         self.len

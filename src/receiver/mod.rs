@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use blockrep_blockmap::ExtentSet;
 use blockrep_disk::TargetDisk;
 use blockrep_proto::{ReceiverEvent, ReceiverSession};
 use tokio::io::{AsyncWriteExt, WriteHalf};
@@ -28,6 +29,7 @@ mod live;
 mod writer;
 
 use hasher::Hasher;
+use journal::{DiskLayout, Header, Journal, JournalDir};
 use writer::{write_loop, WriteMsg, WriterEvent};
 
 use crate::error::{codes, sanitize};
@@ -57,6 +59,13 @@ pub struct ReceiverConfig {
     pub handshake_timeout: Duration,
     /// Time a session may go without a frame from its sender.
     pub idle_timeout: Duration,
+    /// Where session journals are kept (what is durable per session), so a sender that
+    /// reconnects after this receiver restarted is not asked again for what it already sent.
+    /// `None`: no journals; a restarted receiver then takes every session from the start.
+    pub state_dir: Option<PathBuf>,
+    /// How long the journal of a finished session is kept (a late retry of it is then told it
+    /// is all there).
+    pub journal_retention: Duration,
 }
 
 impl ReceiverConfig {
@@ -71,12 +80,17 @@ impl ReceiverConfig {
             max_connections: 64,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
+            state_dir: None,
+            journal_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 
-    /// Checks that every configured target can be opened for writing, so a bad path fails at
-    /// start, not at the first session.
+    /// Checks that every configured target can be opened for writing and that the state
+    /// directory (if any) is usable, so a bad path fails at start, not at the first session.
     pub fn check_disks(&self) -> Result<(), Error> {
+        if let Some(dir) = &self.state_dir {
+            JournalDir::open(dir)?;
+        }
         if self.disks.is_empty() {
             return Err(Error::Config(
                 "no --disk ID=PATH given: the receiver would have nothing to write".into(),
@@ -125,6 +139,7 @@ struct Shared {
     sessions: Arc<Semaphore>,
     busy_disks: Mutex<HashSet<String>>,
     live: live::Live,
+    journals: Option<JournalDir>,
 }
 
 /// Runs a receiver on `listener` until `shutdown` resolves (then finishes in-flight writes,
@@ -136,19 +151,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> ServeOutcome {
     let connections = Arc::new(Semaphore::new(config.max_connections.max(1)));
+    let journals = config.state_dir.as_deref().and_then(|dir| {
+        JournalDir::open(dir)
+            .map_err(|e| warn!("{e}; sessions will not be resumable after a restart"))
+            .ok()
+    });
     let shared = Arc::new(Shared {
         acceptor: TlsAcceptor::from(config.tls.clone()),
         sessions: Arc::new(Semaphore::new(config.max_sessions.max(1))),
         busy_disks: Mutex::new(HashSet::new()),
         live: live::Live::default(),
+        journals,
         config,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut outcome = ServeOutcome::default();
     tokio::pin!(shutdown);
+    let mut clean = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
+            _ = clean.tick() => {
+                if let Some(dir) = &shared.journals {
+                    let (dir, keep) = (dir.clone(), shared.config.journal_retention);
+                    tokio::task::spawn_blocking(move || clean_journals(&dir, keep));
+                }
+            }
             _ = &mut shutdown => {
                 info!("shutting down: finishing in-flight writes");
                 break;
@@ -189,6 +217,21 @@ pub async fn serve(
         record(&mut outcome, joined);
     }
     outcome
+}
+
+/// Deletes the journals of sessions finished longer ago than `keep`.
+fn clean_journals(dir: &JournalDir, keep: Duration) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    match dir.clean(keep, now) {
+        Ok(0) => {}
+        Ok(n) => info!(
+            "removed {n} journals of sessions finished more than {} s ago",
+            keep.as_secs()
+        ),
+        Err(e) => warn!("{e}"),
+    }
 }
 
 fn record(
@@ -378,6 +421,94 @@ fn open_targets<'a>(
     Ok((targets, claim))
 }
 
+/// The session's journal: what it already holds, if it is resumed (only by the client that
+/// started it, with the same disks), and the journal to record into. A journal that cannot be
+/// read or written is no reason to refuse the session: it then just starts from nothing.
+fn open_journal(
+    dir: &JournalDir,
+    session_id: &str,
+    client: [u8; 32],
+    disks: &[blockrep_proto::DiskAnnounce],
+) -> Result<(Vec<Vec<blockrep_proto::Extent>>, Option<Journal>), Error> {
+    let layout: Vec<DiskLayout> = disks
+        .iter()
+        .map(|d| DiskLayout {
+            id: d.id.clone(),
+            size: d.size,
+            block_size: d.block_size,
+        })
+        .collect();
+    let describe = |l: &[DiskLayout]| {
+        l.iter()
+            .map(|d| format!("{} ({} bytes, block {})", d.id, d.size, d.block_size))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut held = vec![Vec::new(); disks.len()];
+    let loaded = dir.load(session_id).unwrap_or_else(|e| {
+        warn!(session = %session_id, "{e}; starting the session afresh");
+        None
+    });
+    let journal = match loaded {
+        Some(l) => {
+            if l.header.client != client {
+                return Err(Error::SessionOwner {
+                    session: session_id.into(),
+                });
+            }
+            if l.header.disks != layout {
+                return Err(Error::SessionLayout {
+                    session: session_id.into(),
+                    journal: describe(&l.header.disks),
+                    hello: describe(&layout),
+                });
+            }
+            // The largest ranges first, within what one WELCOME may list; the sender sends
+            // whatever is not listed.
+            let mut all: Vec<(usize, blockrep_proto::Extent)> = l
+                .durable
+                .iter()
+                .enumerate()
+                .flat_map(|(i, set)| {
+                    set.iter().map(move |e| {
+                        (
+                            i,
+                            blockrep_proto::Extent {
+                                offset: e.offset,
+                                len: e.len,
+                            },
+                        )
+                    })
+                })
+                .collect();
+            all.sort_by_key(|(_, e)| std::cmp::Reverse(e.len));
+            all.truncate(blockrep_proto::consts::MAX_HELD_EXTENTS as usize);
+            all.sort_by_key(|(i, e)| (*i, e.offset));
+            for (i, e) in all {
+                held[i].push(e);
+            }
+            info!(
+                session = %session_id,
+                held = l.durable.iter().map(ExtentSet::total).sum::<u64>(),
+                "resuming the session from its journal"
+            );
+            dir.resume(&l)
+        }
+        None => dir.create(Header {
+            session_id: session_id.into(),
+            client,
+            disks: layout,
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        }),
+    };
+    let journal = journal
+        .map_err(|e| warn!(session = %session_id, "{e}; the session runs without a journal"))
+        .ok();
+    Ok((held, journal))
+}
+
 /// The sender of a session: its address and the blake3 of its client certificate.
 struct Client {
     addr: SocketAddr,
@@ -403,7 +534,18 @@ async fn run_session(
         });
     };
     let (targets, claim) = open_targets(shared, session)?;
-    let welcome = session.accept(crate::VERSION, vec![Vec::new(); targets.len()]);
+    let (held, journal) = match &shared.journals {
+        Some(dir) => {
+            let (dir, id, disks) = (dir.clone(), session_id.to_owned(), session.disks().to_vec());
+            tokio::task::spawn_blocking(move || open_journal(&dir, &id, client.cert, &disks))
+                .await
+                .map_err(|e| {
+                    Error::Transport(format!("reading the session journal failed: {e}"))
+                })??
+        }
+        None => (vec![Vec::new(); targets.len()], None),
+    };
+    let welcome = session.accept(crate::VERSION, held);
     write_frame(wr, &welcome)
         .await
         .map_err(|e| Error::Transport(format!("sending WELCOME to {peer}: {e}")))?;
@@ -414,7 +556,7 @@ async fn run_session(
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let writer = thread::Builder::new()
         .name("blockrep-write".into())
-        .spawn(move || write_loop(targets, ids, data_rx, event_tx))
+        .spawn(move || write_loop(targets, ids, data_rx, event_tx, journal))
         .map_err(|e| Error::Transport(format!("cannot start a writer thread: {e}")))?;
     let mut data_tx = Some(data_tx);
     let mut complete = None;
@@ -476,7 +618,9 @@ async fn run_session(
                     }
                     Ok(ReceiverEvent::End(end)) => {
                         complete = Some(end.complete);
-                        data_tx = None;
+                        if let Some(tx) = data_tx.take() {
+                            let _ = tx.send(WriteMsg::End { complete: end.complete }).await;
+                        }
                     }
                     Ok(ReceiverEvent::PeerError(e)) => break Err(Error::Peer { side: "sender", code: sanitize(&e.code), message: sanitize(&e.message) }),
                     Ok(ReceiverEvent::HashRequest(req)) => {

@@ -8,6 +8,7 @@ use blockrep_disk::TargetDisk;
 use blockrep_proto::Data;
 use tokio::sync::mpsc;
 
+use super::journal::Journal;
 use crate::Error;
 
 /// Unsynced bytes after which the writer syncs and acknowledges even while data keeps coming.
@@ -17,6 +18,10 @@ const SYNC_BATCH: u64 = 32 << 20;
 /// Messages from the connection task to its writer thread.
 pub(super) enum WriteMsg {
     Data(Data),
+    /// The sender's END: whether it sent everything it planned. The last message.
+    End {
+        complete: bool,
+    },
 }
 
 /// Messages from the writer thread back.
@@ -29,23 +34,77 @@ pub(super) enum WriterEvent {
     Failed(Error),
 }
 
-/// The writer thread: verify, write, sync in batches, report what is durable.
+/// The session journal, if there is one: what is durable, recorded after each sync. A
+/// journal that cannot be written is dropped with a warning; the session goes on, and a
+/// resumption will just send more again.
+struct Record {
+    journal: Option<Journal>,
+    /// Ranges written since the last sync: (disk, offset, length), adjacent ones merged.
+    pending: Vec<(u16, u64, u64)>,
+}
+
+impl Record {
+    fn written(&mut self, disk: u16, offset: u64, len: u64) {
+        if self.journal.is_none() {
+            return;
+        }
+        match self.pending.last_mut() {
+            Some((d, o, l)) if *d == disk && *o + *l == offset => *l += len,
+            _ => self.pending.push((disk, offset, len)),
+        }
+    }
+
+    /// After a sync: the pending ranges are durable.
+    fn synced(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        if let Some(j) = &mut self.journal {
+            if let Err(e) = j.record(&pending) {
+                tracing::warn!("{e}; the session continues without its journal");
+                self.journal = None;
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(j) = &mut self.journal {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            if let Err(e) = j.finish(now) {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+/// The writer thread: verify, write, sync in batches, report what is durable (and record it
+/// in the session's journal before reporting it).
 pub(super) fn write_loop(
     targets: Vec<Arc<TargetDisk>>,
     ids: Vec<String>,
     mut rx: mpsc::Receiver<WriteMsg>,
     events: mpsc::UnboundedSender<WriterEvent>,
+    journal: Option<Journal>,
 ) {
     let mut scratch = Vec::new();
     let mut dirty = vec![false; targets.len()];
     let (mut frames, mut bytes, mut unsynced) = (0u64, 0u64, 0u64);
     let (mut data_bytes, mut zero_bytes) = (0u64, 0u64);
-    let sync = |dirty: &mut [bool]| -> Result<(), Error> {
+    let mut record = Record {
+        journal,
+        pending: Vec::new(),
+    };
+    let mut complete = false;
+    let sync = |dirty: &mut [bool], record: &mut Record| -> Result<(), Error> {
         for (i, d) in dirty.iter_mut().enumerate() {
             if std::mem::take(d) {
-                targets[i].sync()?;
+                targets[i].sync().map_err(|source| Error::TargetDisk {
+                    disk: ids[i].clone(),
+                    source,
+                })?;
             }
         }
+        record.synced();
         Ok(())
     };
     loop {
@@ -54,7 +113,7 @@ pub(super) fn write_loop(
             Err(mpsc::error::TryRecvError::Empty) => {
                 // The sender paused or we caught up: make everything durable and say so.
                 if unsynced > 0 {
-                    if let Err(e) = sync(&mut dirty) {
+                    if let Err(e) = sync(&mut dirty, &mut record) {
                         let _ = events.send(WriterEvent::Failed(e));
                         return;
                     }
@@ -65,9 +124,16 @@ pub(super) fn write_loop(
             }
             Err(mpsc::error::TryRecvError::Disconnected) => None,
         };
+        if let Some(WriteMsg::End { complete: c }) = msg {
+            complete = c;
+            continue;
+        }
         let Some(WriteMsg::Data(data)) = msg else {
-            match sync(&mut dirty) {
+            match sync(&mut dirty, &mut record) {
                 Ok(()) => {
+                    if complete {
+                        record.finish();
+                    }
                     let _ = events.send(WriterEvent::Durable { frames, bytes });
                     let _ = events.send(WriterEvent::Finished {
                         data_bytes,
@@ -95,7 +161,12 @@ pub(super) fn write_loop(
         )
         .map_err(fail)
         .and_then(|chunk: Verified<'_>| {
-            targets[disk].write(data.offset, &chunk)?;
+            targets[disk]
+                .write(data.offset, &chunk)
+                .map_err(|source| Error::TargetDisk {
+                    disk: ids[disk].clone(),
+                    source,
+                })?;
             Ok(chunk.is_zero())
         });
         match written {
@@ -110,17 +181,18 @@ pub(super) fn write_loop(
                 bytes += len;
                 unsynced += len;
                 dirty[disk] = true;
+                record.written(data.disk, data.offset, len);
             }
             Err(e) => {
                 // Keep what is already written durable; the failed chunk was not written.
-                let _ = sync(&mut dirty);
+                let _ = sync(&mut dirty, &mut record);
                 let _ = events.send(WriterEvent::Durable { frames, bytes });
                 let _ = events.send(WriterEvent::Failed(e));
                 return;
             }
         }
         if unsynced >= SYNC_BATCH {
-            if let Err(e) = sync(&mut dirty) {
+            if let Err(e) = sync(&mut dirty, &mut record) {
                 let _ = events.send(WriterEvent::Failed(e));
                 return;
             }
