@@ -61,6 +61,34 @@ fn receiver_process(pki: &Pki, port: u16, target: &Path, state: &Path) -> proces
     )
 }
 
+/// A source image of `regions` and a target as large with none of it matching, in a
+/// temporary directory that also holds the receiver's journals (`state`).
+struct Files {
+    _dir: tempfile::TempDir,
+    src: std::path::PathBuf,
+    dst: std::path::PathBuf,
+    state: std::path::PathBuf,
+    size: u64,
+}
+
+fn files(regions: &[Region], seed: u64) -> Files {
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, state) = (
+        dir.path().join("src.img"),
+        dir.path().join("dst.img"),
+        dir.path().join("state"),
+    );
+    let size = make_image(&src, regions, seed);
+    make_target(&dst, size);
+    Files {
+        _dir: dir,
+        src,
+        dst,
+        state,
+        size,
+    }
+}
+
 /// Polls `done` every 5 ms until it is true; panics after 60 s.
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -88,10 +116,13 @@ fn quick_retry() -> Retry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_connection_resumes_by_itself() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
-    let size = make_image(&src, &[Region::Random(48 * MIB), Region::Text(16 * MIB)], 5);
-    make_target(&dst, size);
+    let Files {
+        _dir,
+        src,
+        dst,
+        state: _,
+        size,
+    } = files(&[Region::Random(48 * MIB), Region::Text(16 * MIB)], 5);
     let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
     // The first two connections are cut mid-transfer, after 20 MiB and then 8 MiB.
     let proxy = Proxy::start(rx.addr, vec![20 * MIB, 8 * MIB]).await;
@@ -126,10 +157,7 @@ async fn a_dropped_connection_resumes_by_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_retries_a_dropped_connection_is_an_error() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
-    let size = make_image(&src, &[Region::Random(24 * MIB)], 6);
-    make_target(&dst, size);
+    let Files { _dir, src, dst, .. } = files(&[Region::Random(24 * MIB)], 6);
     let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
     let proxy = Proxy::start(rx.addr, vec![4 * MIB]).await;
     let mut c = SendConfig::new(
@@ -148,14 +176,13 @@ async fn without_retries_a_dropped_connection_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_killed_and_restarted_resumes_the_session() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst, state) = (
-        dir.path().join("src.img"),
-        dir.path().join("dst.img"),
-        dir.path().join("state"),
-    );
-    let size = make_image(&src, &[Region::Random(64 * MIB), Region::Text(32 * MIB)], 8);
-    make_target(&dst, size);
+    let Files {
+        _dir,
+        src,
+        dst,
+        state,
+        size,
+    } = files(&[Region::Random(64 * MIB), Region::Text(32 * MIB)], 8);
     let port = free_port();
     let rx = receiver_process(&pki, port, &dst, &state);
     let mut c = SendConfig::new(
@@ -245,14 +272,13 @@ fn field(line: &serde_json::Value, name: &str) -> Option<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sender_killed_and_rerun_resumes() {
     let pki = Pki::new();
-    let dir = tempfile::tempdir().unwrap();
-    let (src, dst, state) = (
-        dir.path().join("src.img"),
-        dir.path().join("dst.img"),
-        dir.path().join("state"),
-    );
-    let size = make_image(&src, &[Region::Random(64 * MIB), Region::Text(32 * MIB)], 9);
-    make_target(&dst, size);
+    let Files {
+        _dir,
+        src,
+        dst,
+        state,
+        size,
+    } = files(&[Region::Random(64 * MIB), Region::Text(32 * MIB)], 9);
     let mut config = receiver_config(&pki, &[("d0", &dst)]);
     config.state_dir = Some(state);
     let rx = Receiver::start(config).await;

@@ -85,6 +85,22 @@ fn setup(fraction: f64) -> (Round, ExtentSet) {
     )
 }
 
+/// Runs a round and STOPs it as soon as something is durable; returns its summary.
+async fn stopped_after_first_ack(c: SendConfig) -> blockrep::SendSummary {
+    let control = Control::new();
+    let round = tokio::spawn(sender::send(c, control.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while control.progress().replicatesize == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no progress within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    control.stop();
+    round.await.unwrap().expect("a STOP is not an error")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bitmap_round_sends_only_the_marked_blocks() {
     let (r, changed) = setup(0.05);
@@ -180,18 +196,7 @@ async fn delta_in_small_pieces_stopped_then_resumed_converges_up_to_a_ragged_end
     c.window = 256 << 10;
     c.block_size = 64 << 10;
     c.workers = 1;
-    let control = Control::new();
-    let first = tokio::spawn(sender::send(c.clone(), control.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while control.progress().replicatesize == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress in 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    control.stop();
-    let s1 = first.await.unwrap().expect("a STOP is not an error");
+    let s1 = stopped_after_first_ack(c.clone()).await;
     assert!(!s1.complete);
     assert!(
         s1.acked_bytes > 0 && s1.acked_bytes < changed.total(),
@@ -235,18 +240,7 @@ async fn a_stopped_round_leaves_what_the_next_round_must_send() {
     c.disks[0].changed = Some(changed.clone());
     c.window = 256 << 10;
     c.workers = 1;
-    let control = Control::new();
-    let first = tokio::spawn(sender::send(c.clone(), control.clone()));
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while control.progress().replicatesize == 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no progress within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    control.stop();
-    let s1 = first.await.unwrap().expect("a STOP is not an error");
+    let s1 = stopped_after_first_ack(c.clone()).await;
     let rest: ExtentSet = s1
         .remaining
         .iter()
