@@ -4,6 +4,10 @@
 //! `SYNC_LINUX_BLOCK`) and summary. What a round planned but did not make durable — because
 //! of a STOP or an error — is remembered and sent by the next round, so stopping between or
 //! during rounds never loses a change.
+//!
+//! Every round is its own session on the receiver (`<session id>.r<round>`): a receiver's
+//! journal of a finished round must never make a later round skip what changed since. Within
+//! a round, a lost connection is resumed by [`send`](crate::send) itself.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -55,6 +59,15 @@ impl Migration {
         self.rounds
     }
 
+    /// Counts a round that starts; returns its session id.
+    fn next_round(&mut self) -> String {
+        self.rounds += 1;
+        let suffix = format!(".r{}", self.rounds);
+        let mut id = self.base.session_id.clone();
+        id.truncate(blockrep_proto::consts::MAX_SESSION_ID_LEN - suffix.len()); // ASCII
+        id + &suffix
+    }
+
     fn remember(&mut self, summary: &SendSummary) {
         self.pending = summary.remaining.iter().cloned().collect();
     }
@@ -62,10 +75,10 @@ impl Migration {
     /// The full round: every used (or every) block of every disk.
     pub async fn full_round(&mut self, control: Arc<Control>) -> Result<SendSummary, Error> {
         let mut config = self.base.clone();
+        config.session_id = self.next_round();
         if config.mode != Mode::Full {
             config.mode = Mode::Used;
         }
-        self.rounds += 1;
         let summary = send(config, control).await?;
         self.remember(&summary);
         self.full_round_accounted = true;
@@ -108,7 +121,7 @@ impl Migration {
                 }
             }
         }
-        self.rounds += 1;
+        config.session_id = self.next_round();
         match send(config.clone(), control).await {
             Ok(summary) => {
                 self.remember(&summary);

@@ -71,6 +71,24 @@ struct Files {
     size: u64,
 }
 
+/// MiB of the images the resume tests send: 96, or `BLOCKREP_FAULT_MIB` (the figures in the
+/// notes are from `BLOCKREP_FAULT_MIB=1024 cargo test --test resume -- --nocapture --test-threads 1`).
+fn disk_mib() -> u64 {
+    std::env::var("BLOCKREP_FAULT_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96)
+}
+
+/// Two thirds random bytes, then text.
+fn realistic() -> [Region; 2] {
+    let mib = disk_mib();
+    [
+        Region::Random(mib * 2 / 3 * MIB),
+        Region::Text((mib - mib * 2 / 3) * MIB),
+    ]
+}
+
 fn files(regions: &[Region], seed: u64) -> Files {
     let dir = tempfile::tempdir().unwrap();
     let (src, dst, state) = (
@@ -122,10 +140,11 @@ async fn a_dropped_connection_resumes_by_itself() {
         dst,
         state: _,
         size,
-    } = files(&[Region::Random(48 * MIB), Region::Text(16 * MIB)], 5);
+    } = files(&realistic(), 5);
     let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
-    // The first two connections are cut mid-transfer, after 20 MiB and then 8 MiB.
-    let proxy = Proxy::start(rx.addr, vec![20 * MIB, 8 * MIB]).await;
+    // The first two connections are cut mid-transfer: after a third of the disk, then after
+    // a tenth more.
+    let proxy = Proxy::start(rx.addr, vec![size / 3, size / 10]).await;
     let mut c = SendConfig::new(
         proxy.addr.to_string(),
         pki.client(),
@@ -182,7 +201,7 @@ async fn a_receiver_killed_and_restarted_resumes_the_session() {
         dst,
         state,
         size,
-    } = files(&[Region::Random(64 * MIB), Region::Text(32 * MIB)], 8);
+    } = files(&realistic(), 8);
     let port = free_port();
     let rx = receiver_process(&pki, port, &dst, &state);
     let mut c = SendConfig::new(
@@ -278,7 +297,7 @@ async fn a_sender_killed_and_rerun_resumes() {
         dst,
         state,
         size,
-    } = files(&[Region::Random(64 * MIB), Region::Text(32 * MIB)], 9);
+    } = files(&realistic(), 9);
     let mut config = receiver_config(&pki, &[("d0", &dst)]);
     config.state_dir = Some(state);
     let rx = Receiver::start(config).await;
