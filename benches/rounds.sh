@@ -2,7 +2,7 @@
 # Used-mode replication and sync rounds (bitmap, delta) of a realistic server disk over mutual
 # TLS on loopback, beside a bdsync-like peer; optionally `blockrep blockmap` on a 1 TiB ext4.
 #
-#   benches/rounds.sh [--tib] [--steps used,full,sync,tib] [WORKDIR] [RUNS]
+#   benches/rounds.sh [--tib] [--steps used,full,sync,verify,tib] [WORKDIR] [RUNS]
 #
 # BIN=DIR measures prebuilt blockrep and blockrep-receiver from DIR instead of building this tree
 # with `cargo build --release`.
@@ -24,6 +24,8 @@
 #             a patch). Every round starts from a target that is an exact copy of the image before
 #             the change and must end byte-identical to the changed image (cmp).
 #             KINDS="random text" and PCTS="1 5" (the defaults) choose the changes measured.
+#  verify     `blockrep verify --mode used|full` of a copy of the image, beside `dd iflag=direct`
+#             reading the whole image (issue 6).
 #  tib        `/usr/bin/time -v blockrep blockmap` on a sparse 1 TiB image holding a fresh ext4
 #             (/var/tmp/big.img, deleted afterwards): wall time and max RSS.
 #
@@ -251,6 +253,43 @@ if has_step sync; then
   img_src=$img
   echo "| quoted in issue 3 / issue 7 (earlier runs, not this one) | 5% of 4 KiB blocks, random | real bdsync | 215 MB diff | | 16 (bdsync), 15.7 (bdsync + patch) | | | |"
   rm -f "$work/target.img" "$work/changed.img" "$work/bdsync.diff"
+  echo
+fi
+
+if has_step verify; then
+  log "verify: the target is a copy of the image"
+  cp "$img" "$work/target.img"
+  declare -A t=() l=() chk=()
+  for r in $(seq 1 "$runs"); do
+    log "  dd, run $r"
+    settle
+    t0=$(date +%s.%N)
+    dd if="$img" of=/dev/null bs=4M iflag=direct status=none
+    t[dd]+="$(secs_since "$t0") " l[dd]+="$load "
+    for mode in used full; do
+      log "  verify --mode $mode, run $r"
+      settle
+      start_receiver "$work/target.img"
+      t0=$(date +%s.%N)
+      "$bin/blockrep" verify --to 127.0.0.1:"$port" --ca "$c/ca.pem" --cert "$c/client.pem" \
+        --key "$c/client.key" --disk d0="$img" --mode "$mode" --json >"$work/verify.json" 2>"$work/verify.log" ||
+        { cat "$work/verify.log" "$work/receiver.log" >&2; exit 1; }
+      t[$mode]+="$(secs_since "$t0") " l[$mode]+="$load "
+      wait "$receiver_pid"
+      receiver_pid=""
+      chk[$mode]=$(python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); assert v["consistent"]; print(v["checked_bytes"])' "$work/verify.json")
+    done
+  done
+  echo "Verification of a replica (a copy of the image) against the image: both sides read and hash, only digests cross the wire; beside \`dd iflag=direct bs=4M\` reading the whole image once. Page cache dropped before each run."
+  echo
+  echo "| what | bytes read per side | median (s) | runs (s) | load |"
+  echo "|---|---|---|---|---|"
+  printf '| dd of the whole image | %s | %s | %s | %s |\n' "$(mb "$size")" "$(median ${t[dd]})" "${t[dd]% }" "${l[dd]% }"
+  for mode in used full; do
+    printf '| blockrep verify --mode %s | %s | %s | %s | %s |\n' "$mode" "$(mb "${chk[$mode]}")" "$(median ${t[$mode]})" "${t[$mode]% }" "${l[$mode]% }"
+  done
+  rm -f "$work/target.img"
+  unset t l chk
   echo
 fi
 

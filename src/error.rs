@@ -26,6 +26,8 @@ pub mod codes {
     pub const OPEN_DISK: &str = "SMS.2013";
     /// Disk sizes do not match.
     pub const DISK_SIZE: &str = "SMS.1504";
+    /// The consistency check could not be done.
+    pub const VERIFY: &str = "SMS.1511";
     /// Decompression failed.
     pub const DECOMPRESS: &str = "SMS.2009";
     /// Failed to read the source disk.
@@ -153,6 +155,9 @@ pub enum Error {
     /// Speed-limit rules that cannot be used (`SMS.6405`).
     #[error("speed limit rules: {0}")]
     Rules(#[from] blockrep_rate::RuleError),
+    /// A consistency check could not be done (`SMS.1511`), with the reason.
+    #[error("could not verify: {0}")]
+    Verify(String),
     /// The configuration or arguments are not usable (`SMS.1908`: the transfer cannot run).
     #[error("invalid configuration: {0}")]
     Config(String),
@@ -175,6 +180,7 @@ impl Error {
             Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
             Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) => codes::TRANSMISSION,
             Self::Rules(e) => e.code(),
+            Self::Verify(_) => codes::VERIFY,
         }
     }
 

@@ -8,6 +8,9 @@ mod connect;
 mod delta;
 mod pipeline;
 mod plan;
+mod verify;
+
+pub use verify::{verify, verify_and_repair, Range, Verification, MAX_LISTED};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -326,48 +329,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
     let progress = &control.progress;
     progress.set_subtask(config.mode.subtask());
     progress.measure_socket(config.limits.written());
-    let mut sources = Vec::with_capacity(config.disks.len());
-    for spec in &config.disks {
-        let source = SourceDisk::open(&spec.path)?;
-        if source.size() == 0 {
-            return Err(Error::Config(format!(
-                "source disk {} ({}) is empty",
-                spec.id,
-                spec.path.display()
-            )));
-        }
-        sources.push(Arc::new(source));
-    }
-    // Block maps read disk metadata: off the reactor.
-    let plans = {
-        let (sources, config) = (sources.clone(), config.clone());
-        tokio::task::spawn_blocking(move || {
-            sources
-                .iter()
-                .zip(&config.disks)
-                .map(|(source, spec)| plan::plan_disk(config.mode, source, spec))
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| Error::Config(format!("planning failed: {e}")))??
-    };
-
-    let hello = Hello {
-        version_min: 0,
-        version_max: 0,
-        session_id: config.session_id.clone(),
-        agent_version: crate::VERSION.into(),
-        disks: config
-            .disks
-            .iter()
-            .zip(&sources)
-            .map(|(spec, source)| DiskAnnounce {
-                id: spec.id.clone(),
-                size: source.size(),
-                block_size: config.block_size,
-            })
-            .collect(),
-    };
+    let (sources, plans) = open_and_plan(&config, None).await?;
     // A delta's total grows as the comparison finds what differs.
     let scope = if config.mode == Mode::Delta {
         pipeline::Scope::Delta
@@ -378,58 +340,18 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
         progress.planned.store(true, Relaxed);
         pipeline::Scope::Chunks
     };
-    // What is known durable on the target, across reconnections: what it acknowledged, what
-    // its journal holds for this session, and (delta) what was compared the same.
-    let mut durable = vec![ExtentSet::new(); plans.len()];
-    let mut backoff = Backoff::new(&config.retry);
-    let mut reconnects = 0u32;
-    let mut connected = false;
-    let complete = loop {
-        let attempt = attempt(
-            &config,
-            &control,
-            &hello,
-            &sources,
-            &plans,
-            scope,
-            &mut durable,
-        )
-        .await;
-        let e = match attempt {
-            Ok(complete) => break complete,
-            Err(e) => e,
-        };
-        // A receiver that cannot be reached at all is a setup problem, said at once; one that
-        // goes away after a session was established is reconnected to.
-        let refused = matches!(e, Error::Connect { .. });
-        connected |= !refused;
-        let delay = match backoff.next() {
-            Some(d) if e.retryable() && connected && !control.is_stopped() => d,
-            _ => return Err(e),
-        };
-        reconnects += 1;
-        warn!(
-            "{}; reconnecting in {:.1} s (reconnection {reconnects}, giving up {} s after the first)",
-            e.user_line(),
-            delay.as_secs_f64(),
-            config.retry.total.as_secs()
-        );
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = control.stopped() => break false,
-        }
-    };
+    let round = run(&config, &control, &sources, &plans, scope).await?;
     let remaining: Vec<(String, ExtentSet)> = config
         .disks
         .iter()
-        .zip(plans.iter().zip(&durable))
+        .zip(plans.iter().zip(&round.durable))
         .map(|(spec, (plan, durable))| (spec.id.clone(), plan.subtract(durable)))
         .filter(|(_, rest)| !rest.is_empty())
         .collect();
     let s = progress.snapshot();
     let summary = SendSummary {
         subtask_name: config.mode.subtask(),
-        complete,
+        complete: round.complete,
         total_bytes: s.totalsize,
         read_bytes: s.read_bytes,
         sent_bytes: s.sent_bytes,
@@ -439,7 +361,7 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
         received_bytes: s.received_bytes,
         elapsed_ms: started.elapsed().as_millis() as u64,
         remaining_bytes: remaining.iter().map(|(_, r)| r.total()).sum(),
-        reconnects,
+        reconnects: round.reconnects,
         remaining,
     };
     if summary.complete && summary.remaining_bytes != 0 {
@@ -457,8 +379,116 @@ pub async fn send(config: SendConfig, control: Arc<Control>) -> Result<SendSumma
     Ok(summary)
 }
 
+/// Opens the source disks and plans what the round covers: `plans` if given, else by the
+/// mode (reading disk metadata, off the reactor).
+async fn open_and_plan(
+    config: &SendConfig,
+    plans: Option<Vec<ExtentSet>>,
+) -> Result<(Vec<Arc<SourceDisk>>, Vec<ExtentSet>), Error> {
+    let mut sources = Vec::with_capacity(config.disks.len());
+    for spec in &config.disks {
+        let source = SourceDisk::open(&spec.path)?;
+        if source.size() == 0 {
+            return Err(Error::Config(format!(
+                "source disk {} ({}) is empty",
+                spec.id,
+                spec.path.display()
+            )));
+        }
+        sources.push(Arc::new(source));
+    }
+    if let Some(plans) = plans {
+        return Ok((sources, plans));
+    }
+    let plans = {
+        let (sources, config) = (sources.clone(), config.clone());
+        tokio::task::spawn_blocking(move || {
+            sources
+                .iter()
+                .zip(&config.disks)
+                .map(|(source, spec)| plan::plan_disk(config.mode, source, spec))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| Error::Config(format!("planning failed: {e}")))??
+    };
+    Ok((sources, plans))
+}
+
+/// What a round did, over all its connections.
+struct Round {
+    complete: bool,
+    /// Per disk: what is known durable on the target (acknowledged, held by its journal, or
+    /// compared the same).
+    durable: Vec<ExtentSet>,
+    /// `Scope::Compare`: per disk, what differs.
+    found: Vec<ExtentSet>,
+    reconnects: u32,
+}
+
+/// A round's session(s): connects, streams, and after a lost connection reconnects (by
+/// `config.retry`) and carries on with what is not yet durable.
+async fn run(
+    config: &SendConfig,
+    control: &Arc<Control>,
+    sources: &[Arc<SourceDisk>],
+    plans: &[ExtentSet],
+    scope: pipeline::Scope,
+) -> Result<Round, Error> {
+    let hello = Hello {
+        version_min: 0,
+        version_max: 0,
+        session_id: config.session_id.clone(),
+        agent_version: crate::VERSION.into(),
+        disks: config
+            .disks
+            .iter()
+            .zip(sources)
+            .map(|(spec, source)| DiskAnnounce {
+                id: spec.id.clone(),
+                size: source.size(),
+                block_size: config.block_size,
+            })
+            .collect(),
+    };
+    let mut round = Round {
+        complete: false,
+        durable: vec![ExtentSet::new(); plans.len()],
+        found: vec![ExtentSet::new(); plans.len()],
+        reconnects: 0,
+    };
+    let mut backoff = Backoff::new(&config.retry);
+    let mut connected = false;
+    loop {
+        let e = match attempt(config, control, &hello, sources, plans, scope, &mut round).await {
+            Ok(()) => return Ok(round),
+            Err(e) => e,
+        };
+        // A receiver that cannot be reached at all is a setup problem, said at once; one that
+        // goes away after a session was established is reconnected to.
+        let refused = matches!(e, Error::Connect { .. });
+        connected |= !refused;
+        let delay = match backoff.next() {
+            Some(d) if e.retryable() && connected && !control.is_stopped() => d,
+            _ => return Err(e),
+        };
+        round.reconnects += 1;
+        warn!(
+            "{}; reconnecting in {:.1} s (reconnection {}, giving up {} s after the first)",
+            e.user_line(),
+            delay.as_secs_f64(),
+            round.reconnects,
+            config.retry.total.as_secs()
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = control.stopped() => return Ok(round),
+        }
+    }
+}
+
 /// One connection's worth of a round: HELLO/WELCOME, then streaming what is not yet durable.
-/// Returns whether everything planned is durable; `durable` grows on every path.
+/// `round` grows on every path.
 async fn attempt(
     config: &SendConfig,
     control: &Arc<Control>,
@@ -466,28 +496,49 @@ async fn attempt(
     sources: &[Arc<SourceDisk>],
     plans: &[ExtentSet],
     scope: pipeline::Scope,
-    durable: &mut [ExtentSet],
-) -> Result<bool, Error> {
+    round: &mut Round,
+) -> Result<(), Error> {
     let progress = &control.progress;
     let mut link = Link::open(config, hello.clone(), progress.received.clone()).await?;
-    // What the receiver already holds for this session (its journal) need not be sent again.
-    for ((plan, known), held) in plans.iter().zip(durable.iter_mut()).zip(&link.welcome.held) {
-        let held: ExtentSet = held
+    // What the receiver already holds for this session (its journal) need not be sent again;
+    // a comparison compares everything.
+    if !matches!(scope, pipeline::Scope::Compare) {
+        for ((plan, known), held) in plans
             .iter()
-            .map(|e| blockrep_blockmap::Extent::new(e.offset, e.len))
-            .collect();
-        let new = held.intersect(plan).subtract(known);
-        if scope_counts_held(config.mode) {
-            progress.acked.fetch_add(new.total(), Relaxed);
+            .zip(round.durable.iter_mut())
+            .zip(&link.welcome.held)
+        {
+            let held: ExtentSet = held
+                .iter()
+                .map(|e| blockrep_blockmap::Extent::new(e.offset, e.len))
+                .collect();
+            let new = held.intersect(plan).subtract(known);
+            if scope_counts_held(config.mode) {
+                progress.acked.fetch_add(new.total(), Relaxed);
+            }
+            known.union(&new);
         }
-        known.union(&new);
     }
     let todo: Vec<ExtentSet> = plans
         .iter()
-        .zip(durable.iter())
+        .zip(&round.durable)
         .map(|(plan, known)| plan.subtract(known))
         .collect();
-    pipeline::stream(&mut link, sources, &todo, scope, config, control, durable).await
+    let streamed = pipeline::stream(
+        &mut link,
+        sources,
+        &todo,
+        scope,
+        config,
+        control,
+        &mut round.durable,
+    )
+    .await?;
+    round.complete = streamed.complete;
+    for (all, found) in round.found.iter_mut().zip(&streamed.found) {
+        all.union(found);
+    }
+    Ok(())
 }
 
 /// Held ranges count as replicated in the progress of rounds whose total is the whole plan

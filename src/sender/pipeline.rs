@@ -132,6 +132,14 @@ impl Pool {
     }
 }
 
+/// What streaming achieved.
+pub(crate) struct Streamed {
+    /// Everything planned is durable on the target (or, for `Scope::Compare`, compared).
+    pub complete: bool,
+    /// `Scope::Compare`: per disk, the ranges that differ on the target (4 KiB granules).
+    pub found: Vec<ExtentSet>,
+}
+
 /// What a round streams.
 #[derive(Clone, Copy)]
 pub(crate) enum Scope {
@@ -139,6 +147,8 @@ pub(crate) enum Scope {
     Chunks,
     /// The parts of the plans whose contents differ on the target (hash delta).
     Delta,
+    /// Nothing: compare the plans with the target and report what differs (verification).
+    Compare,
 }
 
 /// The async loop's side of a delta round.
@@ -152,6 +162,11 @@ struct DeltaFlow {
     asked: VecDeque<Probe>,
     /// To the splitter; dropped once every probe is answered.
     answers: Option<crossbeam_channel::Sender<(Probe, ExtentSet)>>,
+    /// `Scope::Compare`: keeps the encoders' queue open until every probe is answered (the
+    /// loop ends when it closes), and collects what differs, per disk.
+    compare: Option<(crossbeam_channel::Sender<Job>, Vec<ExtentSet>)>,
+    /// What `Scope::Compare` found different, once it is complete.
+    found: Vec<ExtentSet>,
 }
 
 /// The state the async loop shares between its steps.
@@ -209,6 +224,11 @@ impl Stream<'_> {
                 same = same.subtract(&differing);
                 for e in same.iter() {
                     self.durable[usize::from(probe.disk)].insert(e.offset, e.len);
+                }
+                if let Some((_, found)) = &mut self.delta.compare {
+                    found[usize::from(probe.disk)].union(&differing);
+                    self.window.release(len);
+                    return Ok(None);
                 }
                 self.window.release(len - to_send);
                 self.control.progress.total.fetch_add(to_send, Relaxed);
@@ -308,8 +328,14 @@ impl Stream<'_> {
             self.delta.asked.push_back(probe);
         }
         let d = &mut self.delta;
-        if !d.reading && d.queued.is_empty() && d.asked.is_empty() && d.answers.take().is_some() {
-            self.control.progress.planned.store(true, Relaxed);
+        if !d.reading && d.queued.is_empty() && d.asked.is_empty() {
+            let compared = d.compare.take().map(|(_, found)| found);
+            if d.answers.take().is_some() || compared.is_some() {
+                self.control.progress.planned.store(true, Relaxed);
+            }
+            if let Some(found) = compared {
+                d.found = found;
+            }
         }
         Ok(())
     }
@@ -396,9 +422,9 @@ impl Stream<'_> {
 }
 
 /// Streams `plans` over `link` (every chunk, or for `Scope::Delta` what differs on the
-/// target), then ends the session (END/DONE). Adds to `durable` what the receiver
-/// acknowledges (for a delta, also what was found the same), on every path; returns whether
-/// everything planned is durable (false after a STOP). On an error the session is over too.
+/// target, or nothing for `Scope::Compare`), then ends the session (END/DONE). Adds to
+/// `durable` what the receiver acknowledges (and what was compared the same), on every path.
+/// On an error the session is over too.
 pub(crate) async fn stream(
     link: &mut Link,
     sources: &[Arc<SourceDisk>],
@@ -407,10 +433,10 @@ pub(crate) async fn stream(
     config: &SendConfig,
     control: &Arc<Control>,
     durable: &mut [ExtentSet],
-) -> Result<bool, Error> {
+) -> Result<Streamed, Error> {
     let piece_len = delta::piece_len(config.window);
     let mut window_len = config.window.max(u64::from(config.block_size));
-    if matches!(scope, Scope::Delta) {
+    if matches!(scope, Scope::Delta | Scope::Compare) {
         window_len = window_len.max(u64::from(piece_len));
     }
     let window = Arc::new(Window::new(window_len));
@@ -454,7 +480,7 @@ pub(crate) async fn stream(
                 }
             }));
         }
-        Scope::Delta => {
+        Scope::Delta | Scope::Compare => {
             let sizes: Vec<u64> = sources.iter().map(|s| s.size()).collect();
             let compared = delta::compared(plans, &sizes);
             let key: [u8; 32] = rand::random();
@@ -462,7 +488,11 @@ pub(crate) async fn stream(
             let pieces = Pool::new(4);
             let (answer_tx, answer_rx) = crossbeam_channel::unbounded::<(Probe, ExtentSet)>();
             flow.reading = true;
-            flow.answers = Some(answer_tx);
+            if matches!(scope, Scope::Compare) {
+                flow.compare = Some((job_tx.clone(), vec![ExtentSet::new(); plans.len()]));
+            } else {
+                flow.answers = Some(answer_tx);
+            }
             {
                 let (window, control) = (window.clone(), control.clone());
                 let (sources, fail, buffers) = (sources.to_vec(), fail.clone(), pieces.clone());
@@ -551,7 +581,7 @@ pub(crate) async fn stream(
     // Whatever happened, let the pipeline threads finish: close the window and the queues.
     window.close();
     drop((enc_rx, probe_rx));
-    st.delta = DeltaFlow::default();
+    let found = std::mem::take(&mut st.delta).found;
     for t in threads.into_iter().chain(encoders) {
         let _ = t.join();
     }
@@ -569,7 +599,7 @@ pub(crate) async fn stream(
             if let Some(o) = st.over.take() {
                 return Err(Error::OverSpeed(o));
             }
-            Ok(complete)
+            Ok(Streamed { complete, found })
         }
     }
 }

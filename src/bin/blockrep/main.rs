@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod limits;
 mod maps;
+mod verify;
 
 /// Writes a line on stdout. Returns false when stdout is gone (a closed pipe: `| head`)
 /// instead of panicking as `println!` does, so a reader that exits never kills a transfer.
@@ -53,6 +54,11 @@ struct Cli {
 enum Command {
     /// Send disks to a receiver.
     Send(Box<SendArgs>),
+    /// Check that the receiver's disks hold what the source disks hold: both sides read and
+    /// digest the same ranges, only digests cross the wire. Exit 0 consistent, 1 differences
+    /// found, 2 could not verify (SMS.1511). Takes the connection flags of `send`; `--mode
+    /// used` (the default) checks what a used-mode round sends, `--mode full` every byte.
+    Verify(Box<verify::VerifyArgs>),
     /// Make a CA, a server and a client certificate, for trying blockrep out.
     Certs {
         /// Directory to write ca.pem, server.pem/key, client.pem/key into (created if missing).
@@ -122,7 +128,7 @@ fn parse_granularity(s: &str) -> Result<u32, String> {
 }
 
 #[derive(clap::Args)]
-struct SendArgs {
+pub(crate) struct SendArgs {
     /// The receiver, HOST[:PORT] (port 8900 by default; [v6addr]:port for IPv6).
     #[arg(long)]
     to: String,
@@ -187,6 +193,10 @@ struct SendArgs {
     /// the receiver already holds is not sent again.
     #[arg(long, default_value = "15m", value_name = "DURATION", value_parser = cli::parse_duration)]
     retry_for: Duration,
+    /// After a complete transfer, verify the target (as `blockrep verify`, in used mode
+    /// unless --mode full); exit 1 if it differs.
+    #[arg(long)]
+    verify: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -202,7 +212,7 @@ enum ModeArg {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ProgressArg {
+pub(crate) enum ProgressArg {
     Bar,
     Json,
     None,
@@ -223,6 +233,10 @@ fn main() -> ExitCode {
             let args = *args;
             cli::init_logging("warn");
             run_send(args)
+        }
+        Command::Verify(args) => {
+            cli::init_logging("warn");
+            return verify::run(*args);
         }
         Command::Certs { out, names } => certs::generate(&names)
             .and_then(|pki| pki.write(&out))
@@ -259,6 +273,28 @@ fn main() -> ExitCode {
 }
 
 fn run_send(args: SendArgs) -> Result<ExitCode, Error> {
+    let (verify_after, json) = (args.verify, args.progress == Some(ProgressArg::Json));
+    let (config, progress) = send_config(args)?;
+    let handle = sender::start(config.clone());
+    install_stop_on_signal(handle.control());
+    report(&handle, progress);
+    let summary = handle.wait()?;
+    print_summary(&summary, progress);
+    if !summary.complete {
+        return Err(Error::Transport(format!(
+            "stopped before the end: {} of {} durable on the target",
+            human_bytes(summary.acked_bytes),
+            human_bytes(summary.total_bytes)
+        )));
+    }
+    if verify_after {
+        return Ok(verify::after_send(config, json));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The transfer `args` describe, and how to show its progress.
+fn send_config(args: SendArgs) -> Result<(SendConfig, ProgressArg), Error> {
     let mode = match args.mode {
         ModeArg::Used => Mode::Used,
         ModeArg::Full => Mode::Full,
@@ -331,21 +367,7 @@ fn run_send(args: SendArgs) -> Result<ExitCode, Error> {
     } else {
         ProgressArg::None
     });
-
-    let handle = sender::start(config);
-    install_stop_on_signal(handle.control());
-    report(&handle, progress);
-    let summary = handle.wait()?;
-    print_summary(&summary, progress);
-    if summary.complete {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(Error::Transport(format!(
-            "stopped before the end: {} of {} durable on the target",
-            human_bytes(summary.acked_bytes),
-            human_bytes(summary.total_bytes)
-        )))
-    }
+    Ok((config, progress))
 }
 
 /// SIGINT or SIGTERM asks for a clean STOP; a second one exits at once.
