@@ -652,3 +652,45 @@ async fn run_session(
         .map_err(|e| Error::Transport(format!("sending DONE to {peer}: {e}")))?;
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use blockrep_proto::DiskAnnounce;
+
+    fn disks(size: u64) -> Vec<DiskAnnounce> {
+        vec![DiskAnnounce {
+            id: "d0".into(),
+            size,
+            block_size: 1 << 20,
+        }]
+    }
+
+    #[test]
+    fn a_journal_is_resumed_only_by_its_client_with_its_disks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = JournalDir::open(tmp.path()).unwrap();
+        let (alice, bob) = ([1u8; 32], [2u8; 32]);
+        // A new session: nothing held, a fresh journal.
+        let (held, journal) = open_journal(&dir, "s1", alice, &disks(8 << 20)).unwrap();
+        assert_eq!(held, vec![Vec::new()]);
+        let mut journal = journal.expect("a journal");
+        journal
+            .record(&[(0, 0, 1 << 20), (0, 3 << 20, 1 << 20)])
+            .unwrap();
+        drop(journal);
+        // The same client and disks: what is durable is held.
+        let (held, _) = open_journal(&dir, "s1", alice, &disks(8 << 20)).unwrap();
+        let held: Vec<(u64, u64)> = held[0].iter().map(|e| (e.offset, e.len)).collect();
+        assert_eq!(held, vec![(0, 1 << 20), (3 << 20, 1 << 20)]);
+        // Another client certificate: refused, whatever the disks.
+        let e = open_journal(&dir, "s1", bob, &disks(8 << 20)).unwrap_err();
+        assert!(matches!(e, Error::SessionOwner { .. }), "{e}");
+        assert_eq!(e.code(), "SMS.0304");
+        // The same client with other disks: refused, saying what the session was started with.
+        let e = open_journal(&dir, "s1", alice, &disks(16 << 20)).unwrap_err();
+        assert!(matches!(e, Error::SessionLayout { .. }), "{e}");
+        assert_eq!(e.code(), "SMS.1504");
+        assert!(e.to_string().contains("d0 (8388608 bytes"), "{e}");
+    }
+}
