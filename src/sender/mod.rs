@@ -513,7 +513,9 @@ async fn attempt(
                 .map(|e| blockrep_blockmap::Extent::new(e.offset, e.len))
                 .collect();
             let new = held.intersect(plan).subtract(known);
-            if scope_counts_held(config.mode) {
+            // Held ranges count as replicated where the total is the whole plan (a delta's
+            // total is what differs, which held ranges are not part of).
+            if config.mode != Mode::Delta {
                 progress.acked.fetch_add(new.total(), Relaxed);
             }
             known.union(&new);
@@ -539,12 +541,6 @@ async fn attempt(
         all.union(found);
     }
     Ok(())
-}
-
-/// Held ranges count as replicated in the progress of rounds whose total is the whole plan
-/// (a delta's total is what differs, which held ranges are not part of).
-fn scope_counts_held(mode: Mode) -> bool {
-    mode != Mode::Delta
 }
 
 /// Reconnection policy: exponential backoff with jitter, within a total time.

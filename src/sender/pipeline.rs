@@ -220,11 +220,8 @@ impl Stream<'_> {
                 let (len, to_send) = (probe.data.len() as u64, differing.total());
                 // What is the same on both sides is done; what differs holds its share of
                 // the window until acknowledged.
-                let mut same = ExtentSet::range(probe.offset, len);
-                same = same.subtract(&differing);
-                for e in same.iter() {
-                    self.durable[usize::from(probe.disk)].insert(e.offset, e.len);
-                }
+                let same = ExtentSet::range(probe.offset, len).subtract(&differing);
+                self.durable[usize::from(probe.disk)].union(&same);
                 if let Some((_, found)) = &mut self.delta.compare {
                     found[usize::from(probe.disk)].union(&differing);
                     self.window.release(len);
