@@ -2,6 +2,8 @@
 //! serving the next proper client. Real TLS on 127.0.0.1, real files.
 
 mod common;
+#[path = "common/disks.rs"]
+mod disks;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -181,8 +183,23 @@ async fn random_bytes_on_the_port_are_dropped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn source_larger_than_target_is_sms_1504() {
-    let s = setup().await;
+async fn source_larger_than_a_block_device_target_is_sms_1504() {
+    // A loop device over the target file: a device cannot grow.
+    let mut lo = None;
+    let s = setup_with(|c| {
+        let dst = c.disks["d0"].clone();
+        match disks::Loop::attach(&dst, 0, SIZE, false) {
+            Ok(l) => {
+                c.disks.insert("d0".into(), l.dev.clone());
+                lo = Some(l);
+            }
+            Err(e) => eprintln!("skipped, no loop device: {e}"),
+        }
+    })
+    .await;
+    if lo.is_none() {
+        return;
+    }
     let big = s._dir.path().join("big.img");
     make_image(&big, &[Region::Random(SIZE + 1)], 1);
     let err = sender::send(
@@ -193,8 +210,26 @@ async fn source_larger_than_target_is_sms_1504() {
     .unwrap_err();
     assert_eq!(err.code(), "SMS.1504", "{err}");
     assert!(err.to_string().contains("smaller"), "{err}");
+    s.rx.stop().await;
+    drop(lo);
     assert_untouched(&s.dst);
-    proper_client_succeeds(s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_image_file_target_grows_to_the_source() {
+    let s = setup().await;
+    let big = s._dir.path().join("big.img");
+    let size = make_image(&big, &[Region::Random(SIZE + 12_345)], 1);
+    let summary = sender::send(
+        send_config(s.pki.client(), s.rx.addr, "d0", &big),
+        Control::new(),
+    )
+    .await
+    .expect("an image file target grows");
+    assert!(summary.complete);
+    assert_eq!(std::fs::metadata(&s.dst).unwrap().len(), size);
+    assert!(cmp(&big, &s.dst));
+    s.rx.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -116,6 +116,40 @@ async fn damage_is_found_exactly_and_repaired() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_truncated_target_file_is_found_and_repaired() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst, size) = replica(&pki, dir.path()).await;
+    // The last 3 MiB and 4 KiB cut off the target file (into the random region).
+    let cut = size - 3 * MIB - 4096;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&dst)
+        .unwrap()
+        .set_len(cut)
+        .unwrap();
+    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    let c = config(&pki, rx.addr, &src, Mode::Full);
+    let v = sender::verify(c.clone(), Control::new(), None)
+        .await
+        .unwrap();
+    assert!(!v.consistent);
+    assert_eq!(
+        v.differences,
+        vec![Range {
+            disk: "d0".into(),
+            offset: cut,
+            length: size - cut
+        }],
+        "the missing tail, exactly"
+    );
+    let r = sender::verify_and_repair(c, Control::new()).await.unwrap();
+    rx.stop().await;
+    assert!(r.consistent && r.repaired_bytes == size - cut, "{r:?}");
+    assert!(cmp(&src, &dst));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verifying_a_disk_the_receiver_lacks_is_sms_1511() {
     let pki = Pki::new();
     let dir = tempfile::tempdir().unwrap();

@@ -408,7 +408,26 @@ fn open_targets<'a>(
             });
         }
         claim.ids.push(disk.id.clone());
-        let target = TargetDisk::open(path)?;
+        let mut target = TargetDisk::open(path)?;
+        if target.size() < disk.size && target.kind() == blockrep_disk::DiskKind::File {
+            // An image file grows (sparse) to the source's size: a target made too small, or
+            // cut short since, is then written, compared and repaired like any other.
+            warn!(
+                disk = %disk.id,
+                "target file {} is {} bytes, the source {}: growing it",
+                path.display(),
+                target.size(),
+                disk.size
+            );
+            let grown = std::fs::OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(disk.size));
+            if let Err(e) = grown {
+                warn!(disk = %disk.id, "cannot grow {}: {e}", path.display());
+            }
+            target = TargetDisk::open(path)?;
+        }
         if target.size() < disk.size {
             return Err(Error::DiskSize {
                 disk: disk.id.clone(),
