@@ -62,6 +62,7 @@ fn hello() -> Frame {
                 block_size: 1 << 20,
             })
             .collect(),
+        verify: false,
     })
 }
 

@@ -132,6 +132,12 @@ pub enum Error {
         /// The session id.
         session: String,
     },
+    /// A verification of a session the receiver does not know (`SMS.1511`).
+    #[error("the receiver has no session {session:?} to verify (nothing was migrated under this id there, or its journal was cleaned up); give the migration's --session id")]
+    UnknownSession {
+        /// The session id.
+        session: String,
+    },
     /// The session id was started with other disks (`SMS.1504`).
     #[error("session {session:?} was started with {journal}, but this sender announces {hello}; resume it with the same disks, or use a new --session id")]
     SessionLayout {
@@ -180,7 +186,7 @@ impl Error {
             Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
             Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) => codes::TRANSMISSION,
             Self::Rules(e) => e.code(),
-            Self::Verify(_) => codes::VERIFY,
+            Self::Verify(_) | Self::UnknownSession { .. } => codes::VERIFY,
         }
     }
 

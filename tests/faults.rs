@@ -324,6 +324,7 @@ fn hello(id: &str, size: u64) -> Vec<u8> {
             size,
             block_size: 64 << 10,
         }],
+        verify: false,
     })
     .encode(&mut buf);
     buf.to_vec()

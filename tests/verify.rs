@@ -167,6 +167,35 @@ async fn verifying_a_disk_the_receiver_lacks_is_sms_1511() {
     assert!(e.to_string().contains("SMS.2013"), "{e}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_keeps_journals_verifies_only_sessions_it_knows() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    make_image(&src, &[Region::Random(4 * MIB), Region::Text(MIB)], 41);
+    std::fs::File::create(&dst).unwrap();
+    let mut rc = receiver_config(&pki, &[("d0", &dst)]);
+    rc.state_dir = Some(dir.path().join("state"));
+    let rx = Receiver::start(rc).await;
+    let mut c = config(&pki, rx.addr, &src, Mode::Full);
+    c.session_id = "mig-1".into();
+    assert!(
+        sender::send(c.clone(), Control::new())
+            .await
+            .unwrap()
+            .complete
+    );
+    let v = sender::verify(c.clone(), Control::new(), None)
+        .await
+        .unwrap();
+    assert!(v.consistent, "{v:?}");
+    c.session_id = "mig-2".into();
+    let e = sender::verify(c, Control::new(), None).await.unwrap_err();
+    rx.stop().await;
+    assert_eq!(e.code(), "SMS.1511", "{e}");
+    assert!(e.to_string().contains("no session \"mig-2\""), "{e}");
+}
+
 /// `blockrep verify` with the test PKI.
 fn verify_command(pki: &Pki, to: &str, disk: &str, extra: &[&str]) -> Command {
     let f = &pki.files;

@@ -326,7 +326,11 @@ async fn handle_connection(
         &mut reader,
         &mut wr,
         &shared,
-        Client { addr: peer, cert },
+        Client {
+            addr: peer,
+            cert,
+            verify: hello.verify,
+        },
         &session_id,
         stop,
     )
@@ -440,6 +444,46 @@ fn open_targets<'a>(
     Ok((targets, claim))
 }
 
+fn layout(disks: &[blockrep_proto::DiskAnnounce]) -> Vec<DiskLayout> {
+    disks
+        .iter()
+        .map(|d| DiskLayout {
+            id: d.id.clone(),
+            size: d.size,
+            block_size: d.block_size,
+        })
+        .collect()
+}
+
+/// Only the client that started a session may take it up again, and only with its disks.
+fn check_resumable(
+    l: &journal::Loaded,
+    session_id: &str,
+    client: [u8; 32],
+    disks: &[blockrep_proto::DiskAnnounce],
+) -> Result<(), Error> {
+    if l.header.client != client {
+        return Err(Error::SessionOwner {
+            session: session_id.into(),
+        });
+    }
+    let now = layout(disks);
+    if l.header.disks != now {
+        let describe = |l: &[DiskLayout]| {
+            l.iter()
+                .map(|d| format!("{} ({} bytes, block {})", d.id, d.size, d.block_size))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        return Err(Error::SessionLayout {
+            session: session_id.into(),
+            journal: describe(&l.header.disks),
+            hello: describe(&now),
+        });
+    }
+    Ok(())
+}
+
 /// The session's journal: what it already holds, if it is resumed (only by the client that
 /// started it, with the same disks), and the journal to record into. A journal that cannot be
 /// read or written is no reason to refuse the session: it then just starts from nothing.
@@ -449,20 +493,6 @@ fn open_journal(
     client: [u8; 32],
     disks: &[blockrep_proto::DiskAnnounce],
 ) -> Result<(Vec<Vec<blockrep_proto::Extent>>, Option<Journal>), Error> {
-    let layout: Vec<DiskLayout> = disks
-        .iter()
-        .map(|d| DiskLayout {
-            id: d.id.clone(),
-            size: d.size,
-            block_size: d.block_size,
-        })
-        .collect();
-    let describe = |l: &[DiskLayout]| {
-        l.iter()
-            .map(|d| format!("{} ({} bytes, block {})", d.id, d.size, d.block_size))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     let mut held = vec![Vec::new(); disks.len()];
     let loaded = dir.load(session_id).unwrap_or_else(|e| {
         warn!(session = %session_id, "{e}; starting the session afresh");
@@ -470,18 +500,7 @@ fn open_journal(
     });
     let journal = match loaded {
         Some(l) => {
-            if l.header.client != client {
-                return Err(Error::SessionOwner {
-                    session: session_id.into(),
-                });
-            }
-            if l.header.disks != layout {
-                return Err(Error::SessionLayout {
-                    session: session_id.into(),
-                    journal: describe(&l.header.disks),
-                    hello: describe(&layout),
-                });
-            }
+            check_resumable(&l, session_id, client, disks)?;
             // The largest ranges first, within what one WELCOME may list; the sender sends
             // whatever is not listed.
             let mut all: Vec<(usize, blockrep_proto::Extent)> = l
@@ -516,7 +535,7 @@ fn open_journal(
         None => dir.create(Header {
             session_id: session_id.into(),
             client,
-            disks: layout,
+            disks: layout(disks),
             created: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -528,10 +547,12 @@ fn open_journal(
     Ok((held, journal))
 }
 
-/// The sender of a session: its address and the blake3 of its client certificate.
+/// The sender of a session: its address, the blake3 of its client certificate, and whether
+/// it only verifies.
 struct Client {
     addr: SocketAddr,
     cert: [u8; 32],
+    verify: bool,
 }
 
 async fn run_session(
@@ -546,7 +567,13 @@ async fn run_session(
     let peer = client.addr;
     // First take the session over from an earlier connection of it (a sender reconnecting
     // before this receiver noticed the old connection died), then count it.
-    let live = shared.live.register(session_id, client.cert).await?;
+    // A verification runs beside its session, not in its place.
+    let key = if client.verify {
+        format!("{session_id}#verify")
+    } else {
+        session_id.to_owned()
+    };
+    let live = shared.live.register(&key, client.cert).await?;
     let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
         return Err(Error::Busy {
             sessions: shared.config.max_sessions,
@@ -556,11 +583,26 @@ async fn run_session(
     let (held, journal) = match &shared.journals {
         Some(dir) => {
             let (dir, id, disks) = (dir.clone(), session_id.to_owned(), session.disks().to_vec());
-            tokio::task::spawn_blocking(move || open_journal(&dir, &id, client.cert, &disks))
-                .await
-                .map_err(|e| {
-                    Error::Transport(format!("reading the session journal failed: {e}"))
-                })??
+            let (cert, verify) = (client.cert, client.verify);
+            tokio::task::spawn_blocking(move || {
+                if verify {
+                    // A verification holds nothing and writes no journal, but only of a
+                    // session this receiver knows, for its client, with its disks.
+                    let loaded =
+                        dir.load(&id)
+                            .ok()
+                            .flatten()
+                            .ok_or_else(|| Error::UnknownSession {
+                                session: id.clone(),
+                            })?;
+                    check_resumable(&loaded, &id, cert, &disks)?;
+                    Ok((vec![Vec::new(); disks.len()], None))
+                } else {
+                    open_journal(&dir, &id, cert, &disks)
+                }
+            })
+            .await
+            .map_err(|e| Error::Transport(format!("reading the session journal failed: {e}")))??
         }
         None => (vec![Vec::new(); targets.len()], None),
     };
@@ -629,6 +671,9 @@ async fn run_session(
                     Err(e) => break Err(read_error(e, peer)),
                 };
                 match session.handle_frame(frame) {
+                    Ok(ReceiverEvent::Data(_)) if client.verify => {
+                        break Err(Error::Config("DATA in a verification session: nothing is written".into()));
+                    }
                     Ok(ReceiverEvent::Data(data)) => {
                         if let Some(tx) = &data_tx {
                             // A closed queue means the writer failed; its event says why.

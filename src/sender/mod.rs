@@ -450,6 +450,7 @@ async fn run(
                 block_size: config.block_size,
             })
             .collect(),
+        verify: matches!(scope, pipeline::Scope::Compare),
     };
     let mut round = Round {
         complete: false,

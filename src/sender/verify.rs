@@ -107,9 +107,8 @@ async fn compare(
     if !matches!(config.mode, Mode::Used | Mode::Full) {
         config.mode = Mode::Used;
     }
-    // Its own session on the receiver: a verification holds nothing, and must not be told
-    // what a transfer session holds.
-    config.session_id = format!("{}.verify", short(&config.session_id, 7));
+    // The HELLO names the migration's session, flagged as a verification: a receiver that
+    // keeps journals checks it knows that session.
     config.validate()?;
     let started = Instant::now();
     let progress = &control.progress;

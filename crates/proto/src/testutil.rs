@@ -121,6 +121,7 @@ pub fn hello(n: usize) -> Hello {
                 block_size: 64 << 10,
             })
             .collect(),
+        verify: false,
     }
 }
 

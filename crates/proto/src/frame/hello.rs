@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! magic "BRP1" (4) | version_min u16 | version_max u16 | session_id str | agent_version str |
-//! disk_count u16 | disk_count x ( id str | size u64 | block_size u32 )
+//! disk_count u16 | disk_count x ( id str | size u64 | block_size u32 ) | flags u8
 //! ```
+//!
+//! Flag bit 0, VERIFY: the session only compares (HASH_REQUESTs, no DATA) the disks of the
+//! migration session `session_id`; the other bits are 0.
 
 use bytes::BufMut;
 
@@ -20,7 +23,11 @@ pub(super) const MAX_BODY: u32 = (4
     + 2
     + MAX_VERSION_STR_LEN
     + 2
-    + MAX_DISKS as usize * (2 + MAX_DISK_ID_LEN + 8 + 4)) as u32;
+    + MAX_DISKS as usize * (2 + MAX_DISK_ID_LEN + 8 + 4)
+    + 1) as u32;
+
+/// HELLO flag: a verification of session `session_id`.
+const VERIFY: u8 = 1;
 
 /// One disk the sender will send: the receiver maps `id` to a configured target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +54,9 @@ pub struct Hello {
     pub agent_version: String,
     /// The disks, 1 to `MAX_DISKS`, ids unique (uniqueness is a session rule).
     pub disks: Vec<DiskAnnounce>,
+    /// A verification of the migration session `session_id`: it sends no DATA, and the
+    /// receiver may refuse it when it does not know that session.
+    pub verify: bool,
 }
 
 /// True for a block size the protocol allows.
@@ -97,12 +107,17 @@ impl Hello {
                 block_size,
             });
         }
+        let flags = r.u8()?;
+        if flags & !VERIFY != 0 {
+            return Err(DecodeError::NonzeroReserved);
+        }
         Ok(Self {
             version_min,
             version_max,
             session_id,
             agent_version,
             disks,
+            verify: flags & VERIFY != 0,
         })
     }
 
@@ -117,6 +132,7 @@ impl Hello {
                 .iter()
                 .map(|d| string_len(&d.id) + 8 + 4)
                 .sum::<usize>()
+            + 1
     }
 
     pub(super) fn encode(&self, dst: &mut impl BufMut) {
@@ -131,6 +147,7 @@ impl Hello {
             dst.put_u64(d.size);
             dst.put_u32(d.block_size);
         }
+        dst.put_u8(if self.verify { VERIFY } else { 0 });
     }
 }
 
@@ -153,7 +170,23 @@ mod tests {
         for (id, size, block) in disks {
             b = b.str(id).u64(*size).u32(*block);
         }
-        b.0
+        b.u8(0).0
+    }
+
+    #[test]
+    fn the_verify_flag_and_no_other() {
+        let mut b = one_disk(b"d", 1, MIN_BLOCK_SIZE);
+        *b.last_mut().unwrap() = 1;
+        match decode_one(&testutil::raw_frame(FrameType::Hello, &b)) {
+            Ok(Some(Frame::Hello(h))) => assert!(h.verify),
+            other => panic!("{other:?}"),
+        }
+        for flags in [2u8, 0x80, 0xff] {
+            *b.last_mut().unwrap() = flags;
+            assert_eq!(reject(FrameType::Hello, &b), DecodeError::NonzeroReserved);
+        }
+        b.pop();
+        assert_eq!(reject(FrameType::Hello, &b), DecodeError::Truncated);
     }
 
     fn one_disk(id: &[u8], size: u64, block: u32) -> Vec<u8> {

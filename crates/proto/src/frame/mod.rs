@@ -328,7 +328,7 @@ pub(crate) mod tests {
 
     #[test]
     fn rejects_too_long_hello() {
-        assert_too_long(FrameType::Hello, 5198);
+        assert_too_long(FrameType::Hello, 5199);
     }
 
     #[test]
@@ -439,14 +439,16 @@ pub(crate) mod tests {
             identifier(MAX_SESSION_ID_LEN),
             printable(MAX_VERSION_STR_LEN),
             proptest::collection::vec(disk(), 1..=usize::from(MAX_DISKS)),
+            any::<bool>(),
         )
             .prop_map(
-                |((version_min, version_max), session_id, agent_version, disks)| Hello {
+                |((version_min, version_max), session_id, agent_version, disks, verify)| Hello {
                     version_min,
                     version_max,
                     session_id,
                     agent_version,
                     disks,
+                    verify,
                 },
             )
     }
