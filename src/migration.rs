@@ -62,10 +62,7 @@ impl Migration {
     /// Counts a round that starts; returns its session id.
     fn next_round(&mut self) -> String {
         self.rounds += 1;
-        let suffix = format!(".r{}", self.rounds);
-        let mut id = self.base.session_id.clone();
-        id.truncate(blockrep_proto::consts::MAX_SESSION_ID_LEN - suffix.len()); // ASCII
-        id + &suffix
+        crate::sender::derived_session_id(&self.base.session_id, &format!(".r{}", self.rounds))
     }
 
     fn remember(&mut self, summary: &SendSummary) {

@@ -122,7 +122,9 @@ fn digests(target: &TargetDisk, req: &HashRequest) -> Result<Hashes, Error> {
                     None => out.extend_from_slice(&digest[..n]),
                     Some(c) => {
                         if c.digests.get(i * n..i * n + n) != Some(&digest[..n]) {
-                            differ[i / 8] |= 1 << (i % 8);
+                            if let Some(byte) = differ.get_mut(i / 8) {
+                                *byte |= 1 << (i % 8);
+                            }
                             out.extend_from_slice(&fine);
                         }
                     }

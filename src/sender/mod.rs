@@ -544,6 +544,19 @@ async fn attempt(
     Ok(())
 }
 
+/// The session id of a round derived from a migration's: `base` + `suffix`, `base` shortened
+/// (at a character boundary) so the result stays within the protocol's length. A `base` that
+/// is not a valid id stays invalid, and the round's validation says so.
+pub(crate) fn derived_session_id(base: &str, suffix: &str) -> String {
+    let mut end = base
+        .len()
+        .min(blockrep_proto::consts::MAX_SESSION_ID_LEN.saturating_sub(suffix.len()));
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{suffix}", &base[..end])
+}
+
 /// Reconnection policy: exponential backoff with jitter, within a total time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Retry {
@@ -602,6 +615,18 @@ impl<'a> Backoff<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_session_ids_stay_within_the_limit() {
+        assert_eq!(derived_session_id("task-7", ".r2"), "task-7.r2");
+        let long = "x".repeat(128);
+        let id = derived_session_id(&long, ".r12");
+        assert_eq!(id.len(), 128);
+        assert!(id.ends_with("x.r12"));
+        // Not an identifier, but no panic on a character boundary; validation refuses it.
+        let odd = "é".repeat(100);
+        assert!(derived_session_id(&odd, ".repair").len() <= 128);
+    }
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_max_within_the_total() {

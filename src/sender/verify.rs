@@ -76,7 +76,7 @@ pub async fn verify_and_repair(
     }
     let mut repair = config.clone();
     repair.mode = Mode::Bitmap;
-    repair.session_id = format!("{}.repair", short(&config.session_id, 7));
+    repair.session_id = super::derived_session_id(&config.session_id, ".repair");
     for (spec, (_, set)) in repair.disks.iter_mut().zip(&first.differing) {
         spec.changed = Some(set.clone());
     }
@@ -90,12 +90,6 @@ pub async fn verify_and_repair(
     second.repaired_bytes = sent.acked_bytes;
     second.checked_bytes = first.checked_bytes;
     Ok(second)
-}
-
-/// A session id of at most the protocol's length once `extra` more bytes are appended.
-fn short(id: &str, extra: usize) -> &str {
-    let max = blockrep_proto::consts::MAX_SESSION_ID_LEN - extra;
-    &id[..id.len().min(max)]
 }
 
 async fn compare(

@@ -116,15 +116,7 @@ impl HashRequest {
     }
 
     pub(super) fn load(r: &mut Reader) -> Result<Self, DecodeError> {
-        let disk = r.u16()?;
-        let digest_len = r.u8()?;
-        if !(MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8).contains(&digest_len) {
-            return Err(DecodeError::BadHashRequest);
-        }
-        let flags = r.u8()?;
-        if flags & !COMPARE != 0 {
-            return Err(DecodeError::NonzeroReserved);
-        }
+        let (disk, digest_len, compare) = load_head(r)?;
         let granularity = r.u32()?;
         if !granularity.is_power_of_two()
             || !(MIN_HASH_GRANULARITY..=MAX_HASH_GRANULARITY).contains(&granularity)
@@ -161,7 +153,7 @@ impl HashRequest {
         {
             return Err(DecodeError::BadHashRequest);
         }
-        if flags & COMPARE != 0 {
+        if compare {
             let fine = r.u32()?;
             if !fine.is_power_of_two() || fine < MIN_HASH_GRANULARITY || fine >= granularity {
                 return Err(DecodeError::BadHashRequest);
@@ -203,6 +195,21 @@ impl HashRequest {
             dst.put_slice(&c.digests);
         }
     }
+}
+
+/// The head both frames share: disk, digest length (checked), and the COMPARE flag (the other
+/// flag bits must be 0).
+fn load_head(r: &mut Reader) -> Result<(u16, u8, bool), DecodeError> {
+    let disk = r.u16()?;
+    let digest_len = r.u8()?;
+    if !(MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8).contains(&digest_len) {
+        return Err(DecodeError::BadHashRequest);
+    }
+    let flags = r.u8()?;
+    if flags & !COMPARE != 0 {
+        return Err(DecodeError::NonzeroReserved);
+    }
+    Ok((disk, digest_len, flags & COMPARE != 0))
 }
 
 /// The receiver's digests for the oldest unanswered HASH_REQUEST.
@@ -254,21 +261,13 @@ impl Hashes {
     }
 
     pub(super) fn load(r: &mut Reader) -> Result<Self, DecodeError> {
-        let disk = r.u16()?;
-        let digest_len = r.u8()?;
-        if !(MIN_HASH_DIGEST_LEN..=DIGEST_LEN as u8).contains(&digest_len) {
-            return Err(DecodeError::BadHashRequest);
-        }
-        let flags = r.u8()?;
-        if flags & !COMPARE != 0 {
-            return Err(DecodeError::NonzeroReserved);
-        }
+        let (disk, digest_len, compare) = load_head(r)?;
         let count = r.u32()?;
         if count > MAX_HASHES_PER_REQUEST {
             return Err(DecodeError::BadHashRequest);
         }
         let n = usize::from(digest_len);
-        if flags & COMPARE == 0 {
+        if !compare {
             let digests = r.take(count as usize * n)?;
             return Ok(Self::plain(disk, digest_len, digests));
         }
