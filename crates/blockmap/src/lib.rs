@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bitmap;
+mod crc32c;
 pub mod error;
 pub mod extent;
 pub mod fs;

@@ -412,30 +412,20 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    use crate::testutil::run;
+    use crate::testutil::{
+        assert_free_space_is_stale, replicate, run, run_with_input, sparse_image, Rng,
+    };
 
     /// A sparse image of `mib` MiB made by mkfs.fat with `args`.
     fn mkfs(dir: &Path, name: &str, mib: u64, args: &[&str]) -> PathBuf {
-        let img = dir.join(name);
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
+        let img = sparse_image(dir, name, mib << 20);
         run(Command::new("mkfs.fat").args(args).arg(&img));
         img
     }
 
-    /// Deterministic pseudo-random bytes (xorshift), so free space gets non-zero stale data.
+    /// Deterministic pseudo-random bytes, so free space gets non-zero stale data.
     fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        Rng(seed | 1).bytes(len)
     }
 
     /// Copies files in with mtools, deletes every other one (leaving stale data in free
@@ -481,24 +471,6 @@ mod tests {
         (u.trim().parse().unwrap(), t.parse().unwrap())
     }
 
-    /// Copies only the used extents of `img` into a zeroed image of the same size.
-    fn replicate(img: &Path, used: &ExtentSet, out: &Path) {
-        use std::os::unix::fs::FileExt;
-        let src = std::fs::File::open(img).unwrap();
-        let dst = std::fs::File::create(out).unwrap();
-        dst.set_len(src.metadata().unwrap().len()).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        for e in used.iter() {
-            let mut at = e.offset;
-            while at < e.end() {
-                let n = (e.end() - at).min(buf.len() as u64) as usize;
-                src.read_exact_at(&mut buf[..n], at).unwrap();
-                dst.write_all_at(&buf[..n], at).unwrap();
-                at += n as u64;
-            }
-        }
-    }
-
     /// Checks a populated image end to end: the kind, used clusters == fsck.fat's count,
     /// no used cluster outside the data area, and a copy of only the used bytes is clean
     /// under fsck.fat and holds the same files.
@@ -525,16 +497,7 @@ mod tests {
         );
 
         // Free space really holds stale data, so the comparison means something.
-        let free = ExtentSet::range(0, region.len()).subtract(&used);
-        let stale = free.iter().any(|e| {
-            let n = e.len.min(1 << 20) as usize;
-            region
-                .read_vec("t", e.offset, n)
-                .unwrap()
-                .iter()
-                .any(|&b| b != 0)
-        });
-        assert!(stale, "free space holds stale data");
+        assert_free_space_is_stale(&region, &used);
 
         let copy = dir.join("copy.img");
         replicate(img, &used, &copy);
@@ -615,26 +578,11 @@ mod tests {
     #[test]
     fn mbr_sector_is_not_fat_but_its_partition_is() {
         let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("mbr.img");
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(64 << 20)
-            .unwrap();
-        let mut sfdisk = Command::new("sfdisk")
-            .arg("-q")
-            .arg(&img)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        sfdisk
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"label: dos\nstart=2048, type=e\n")
-            .unwrap();
-        assert!(sfdisk.wait().unwrap().success());
+        let img = sparse_image(dir.path(), "mbr.img", 64 << 20);
+        run_with_input(
+            Command::new("sfdisk").arg("-q").arg(&img),
+            "label: dos\nstart=2048, type=e\n",
+        );
         run(Command::new("mkfs.fat")
             .args(["-F", "16", "--offset", "2048"])
             .arg(&img));
@@ -744,20 +692,14 @@ mod tests {
     #[test]
     fn random_corruption_never_panics() {
         let clean = fat16_bytes();
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         // The boot sector, the FATs and the root directory sit in the first 64 KiB; flips
         // there hit parsed fields, flips further in (the first 2 MiB) hit FAT-irrelevant data.
         let mut img = clean.clone();
         for round in 0..400 {
             let span = if round % 2 == 0 { 64 << 10 } else { 2 << 20 };
-            let flips: Vec<(usize, u8)> = (0..1 + next() % 8)
-                .map(|_| ((next() % span) as usize, 1 << (next() % 8)))
+            let flips: Vec<(usize, u8)> = (0..1 + rng.next() % 8)
+                .map(|_| ((rng.next() % span) as usize, 1 << (rng.next() % 8)))
                 .collect();
             for &(at, bit) in &flips {
                 img[at] ^= bit;

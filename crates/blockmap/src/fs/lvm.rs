@@ -84,6 +84,7 @@ pub fn probe(region: &Region) -> Result<Option<FsKind>, MetaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{expect_corrupt, Rng};
     use crate::ReadAt;
 
     /// LVM2's own CRC, written as LVM2 documents it (a nibble table for the reflected
@@ -177,20 +178,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_labels() {
-        let expect = |b: &Vec<u8>, needle: &str| match probe_bytes(b) {
-            Err(MetaError::Corrupt(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
-            other => panic!("expected Corrupt({needle:?}), got {other:?}"),
-        };
         let mut b = pv(1 << 20, 1);
         b[512 + 40] ^= 1;
-        expect(&b, "CRC is");
+        expect_corrupt(probe_bytes(&b), "CRC is");
         let mut b = pv(1 << 20, 1);
         b[512 + 8] = 2;
-        expect(&b, "says it is in sector 2");
+        expect_corrupt(probe_bytes(&b), "says it is in sector 2");
         let mut b = pv(1 << 20, 1);
         b[512 + 20..512 + 24].copy_from_slice(&500u32.to_le_bytes());
         seal(&mut b[512..1024]);
-        expect(&b, "PV header offset 500");
+        expect_corrupt(probe_bytes(&b), "PV header offset 500");
         // Another label type is not an LVM2 PV.
         let mut b = pv(1 << 20, 1);
         b[512 + 24..512 + 32].copy_from_slice(b"LVM1 001");
@@ -210,16 +207,10 @@ mod tests {
     #[test]
     fn random_corruption_never_panics() {
         let mut b = pv(1 << 16, 1);
-        let mut seed = 0x0bad_5eed_dead_beefu64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = Rng(0x0bad_5eed_dead_beef);
         for _ in 0..2000 {
-            let at = 512 + next() as usize % 80;
-            let bit = 1u8 << (next() % 8);
+            let at = 512 + rng.next() as usize % 80;
+            let bit = 1u8 << (rng.next() % 8);
             b[at] ^= bit;
             let _ = probe_bytes(&b);
             b[at] ^= bit;

@@ -151,6 +151,7 @@ pub fn used(region: &Region) -> Result<ExtentSet, MetaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{expect_corrupt, run, sparse_image, Rng};
     use crate::{map_disk, FileDisk, MetaError, ReadAt};
     use std::fs::File;
     use std::os::unix::fs::FileExt;
@@ -159,14 +160,8 @@ mod tests {
 
     /// A `size`-byte swap area made by mkswap with `args`.
     fn mkswap(dir: &Path, size: u64, args: &[&str]) -> PathBuf {
-        let path = dir.join(format!("swap{size}{}.img", args.join("")));
-        File::create(&path).unwrap().set_len(size).unwrap();
-        let out = Command::new("mkswap")
-            .args(args)
-            .arg(&path)
-            .output()
-            .expect("mkswap (scripts/install-deps)");
-        assert!(out.status.success(), "{out:?}");
+        let path = sparse_image(dir, &format!("swap{size}{}.img", args.join("")), size);
+        run(Command::new("mkswap").args(args).arg(&path));
         path
     }
 
@@ -227,22 +222,18 @@ mod tests {
     fn rejects_bad_headers() {
         let dir = tempfile::tempdir().unwrap();
         let good = std::fs::read(mkswap(dir.path(), 1 << 20, &[])).unwrap();
-        let expect = |b: &Vec<u8>, needle: &str| match used_bytes(b) {
-            Err(MetaError::Corrupt(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
-            other => panic!("expected Corrupt({needle:?}), got {other:?}"),
-        };
         let mut b = good.clone();
         b[VERSION_AT] = 2;
-        expect(&b, "version is 2");
+        expect_corrupt(used_bytes(&b), "version is 2");
         // The area as mkswap made it claims 256 pages; a shorter region cannot hold them.
         let short = good[..512 << 10].to_vec();
-        expect(&short, "last page 255 does not fit");
+        expect_corrupt(used_bytes(&short), "last page 255 does not fit");
         let mut b = good.clone();
         b[VERSION_AT + 4..VERSION_AT + 8].copy_from_slice(&3u32.to_le_bytes());
-        expect(&b, "last page 3");
+        expect_corrupt(used_bytes(&b), "last page 3");
         let mut b = good.clone();
         b[VERSION_AT + 8..VERSION_AT + 12].copy_from_slice(&u32::MAX.to_le_bytes());
-        expect(&b, "bad pages");
+        expect_corrupt(used_bytes(&b), "bad pages");
         // A flipped signature byte: no longer swap at all.
         let mut b = good.clone();
         b[4090] ^= 0x20;
@@ -294,13 +285,7 @@ mod tests {
         assert_eq!(probe_bytes(&b).unwrap(), None);
         // mkfs.vfat over a swap area also wipes its signature.
         let path = mkswap(dir.path(), 40 << 20, &[]);
-        let out = Command::new("mkfs.vfat")
-            .arg("-F")
-            .arg("32")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(out.status.success());
+        run(Command::new("mkfs.vfat").args(["-F", "32"]).arg(&path));
         let disk = FileDisk::new(File::open(&path).unwrap()).unwrap();
         assert_eq!(probe(&Region::whole(&disk)).unwrap(), None);
     }
@@ -320,23 +305,17 @@ mod tests {
     fn random_corruption_never_panics() {
         let dir = tempfile::tempdir().unwrap();
         let mut b = std::fs::read(mkswap(dir.path(), 1 << 20, &["-L", "x"])).unwrap();
-        let mut seed = 0x1234_5678_9abc_def1u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = Rng(0x1234_5678_9abc_def1);
         let (mut ok, mut err) = (0, 0);
         for _ in 0..3000 {
-            let flips: Vec<(usize, u8)> = (0..1 + next() % 3)
+            let flips: Vec<(usize, u8)> = (0..1 + rng.next() % 3)
                 .map(|_| {
-                    let at = match next() % 3 {
-                        0 => VERSION_AT + next() as usize % 16,
-                        1 => 4086 + next() as usize % 10,
-                        _ => next() as usize % 4096,
+                    let at = match rng.next() % 3 {
+                        0 => VERSION_AT + rng.next() as usize % 16,
+                        1 => 4086 + rng.next() as usize % 10,
+                        _ => rng.next() as usize % 4096,
                     };
-                    (at, 1u8 << (next() % 8))
+                    (at, 1u8 << (rng.next() % 8))
                 })
                 .collect();
             for &(at, bit) in &flips {

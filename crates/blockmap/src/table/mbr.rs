@@ -407,9 +407,10 @@ fn read_logical(
 mod tests {
     use super::*;
     use crate::table::gpt::tests::{
-        disk, image, read_at, run, sectors_of, sfdisk_partitions, write_at,
+        disk, read_at, resize, run, sectors_of, sfdisk_partitions, write_at,
     };
     use crate::table::read_table;
+    use crate::testutil::{expect_corrupt, sparse_image as image, Rng};
     use std::path::{Path, PathBuf};
 
     /// An image of `size` bytes partitioned by `sfdisk` from `script`.
@@ -442,13 +443,6 @@ mod tests {
         img[e + 12..e + 16].copy_from_slice(&len.to_le_bytes());
         img[s + SIGNATURE_AT] = 0x55;
         img[s + SIGNATURE_AT + 1] = 0xaa;
-    }
-
-    fn expect_corrupt(r: Result<Option<Table>, MetaError>, needle: &str) {
-        match r {
-            Err(MetaError::Corrupt(m)) => assert!(m.contains(needle), "{m:?} lacks {needle:?}"),
-            other => panic!("expected Corrupt({needle:?}), got {other:?}"),
-        }
     }
 
     /// A disk of `sectors` sectors whose extended partition (entry 1, from LBA 2048) holds a
@@ -612,12 +606,7 @@ mod tests {
     fn rejects_partition_past_the_disk_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = sfdisk_image(dir.path(), 64 << 20, SCRIPT);
-        std::fs::File::options()
-            .write(true)
-            .open(&path)
-            .unwrap()
-            .set_len(60 << 20)
-            .unwrap();
+        resize(&path, 60 << 20);
         expect_corrupt(read(&disk(&path)), "MBR partition 3 (0x05 Extended)");
         // A logical partition past the end of its extended partition.
         let mut img = chain(8192, 2);
@@ -718,19 +707,13 @@ mod tests {
         // table sectors (the image is sparse elsewhere).
         let mut img = std::fs::read(&path).unwrap();
         let sectors: Vec<usize> = t.metadata.iter().map(|e| e.offset as usize).collect();
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
         let (mut ok, mut none, mut err) = (0, 0, 0);
         for _ in 0..5000 {
-            let flips: Vec<(usize, u8)> = (0..1 + next() % 3)
+            let flips: Vec<(usize, u8)> = (0..1 + rng.next() % 3)
                 .map(|_| {
-                    let s = sectors[next() as usize % sectors.len()];
-                    (s + 446 + next() as usize % 66, 1u8 << (next() % 8))
+                    let s = sectors[rng.next() as usize % sectors.len()];
+                    (s + 446 + rng.next() as usize % 66, 1u8 << (rng.next() % 8))
                 })
                 .collect();
             for &(at, bit) in &flips {

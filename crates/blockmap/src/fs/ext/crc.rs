@@ -4,30 +4,12 @@
 //! Both are the raw update step: no pre- or post-inversion, because ext4 chains them with
 //! its own seeds (`~0`, the filesystem UUID, the group number).
 
-/// CRC32C table, reflected polynomial 0x82F63B78.
-static CRC32C: [u32; 256] = crc32c_table();
+/// Continues a CRC32C over `data` from `crc` (ext4's `ext4_chksum`): the crate's shared
+/// CRC-32C step, which XFS uses too.
+pub use crate::crc32c::update as crc32c;
+
 /// CRC16 table, reflected polynomial 0xA001 (0x8005).
 static CRC16: [u16; 256] = crc16_table();
-
-const fn crc32c_table() -> [u32; 256] {
-    let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = i as u32;
-        let mut k = 0;
-        while k < 8 {
-            c = if c & 1 != 0 {
-                (c >> 1) ^ 0x82F6_3B78
-            } else {
-                c >> 1
-            };
-            k += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
 
 const fn crc16_table() -> [u16; 256] {
     let mut t = [0u16; 256];
@@ -47,14 +29,6 @@ const fn crc16_table() -> [u16; 256] {
         i += 1;
     }
     t
-}
-
-/// Continues a CRC32C over `data` from `crc` (ext4's `ext4_chksum`).
-pub fn crc32c(mut crc: u32, data: &[u8]) -> u32 {
-    for &b in data {
-        crc = CRC32C[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
-    }
-    crc
 }
 
 /// Continues a CRC16 over `data` from `crc` (the kernel's `crc16`).

@@ -11,22 +11,11 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::testutil::run;
+use crate::testutil::{expect_corrupt, run, sparse_image, Rng};
 
-/// A 64-bit xorshift, for reproducible file contents and corruptions.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 24) as u8 | 1).collect()
-    }
+/// `n` reproducible bytes, none of them zero.
+fn nonzero_bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+    (0..n).map(|_| (rng.next() >> 24) as u8 | 1).collect()
 }
 
 /// A directory of files of assorted sizes, some sparse, for `mke2fs -d`. Contents are
@@ -52,17 +41,25 @@ fn tree(dir: &Path) -> PathBuf {
     .into_iter()
     .enumerate()
     {
-        fs::write(root.join(format!("file{i}")), rng.bytes(size)).unwrap();
+        fs::write(root.join(format!("file{i}")), nonzero_bytes(&mut rng, size)).unwrap();
     }
     for i in 0..150 {
-        fs::write(root.join(format!("sub/small{i}")), rng.bytes(300 + i * 7)).unwrap();
+        fs::write(
+            root.join(format!("sub/small{i}")),
+            nonzero_bytes(&mut rng, 300 + i * 7),
+        )
+        .unwrap();
     }
-    fs::write(root.join("sub/deeper/big"), rng.bytes(2 << 20)).unwrap();
+    fs::write(
+        root.join("sub/deeper/big"),
+        nonzero_bytes(&mut rng, 2 << 20),
+    )
+    .unwrap();
     // Sparse: 16 MiB long, three data blocks.
     let f = File::create(root.join("sparse")).unwrap();
     f.set_len(16 << 20).unwrap();
     for at in [0u64, 5 << 20, (16 << 20) - 10] {
-        f.write_all_at(&rng.bytes(10), at).unwrap();
+        f.write_all_at(&nonzero_bytes(&mut rng, 10), at).unwrap();
     }
     std::os::unix::fs::symlink("sub/deeper/big", root.join("link")).unwrap();
     root
@@ -77,8 +74,7 @@ fn mkfs(
     ext: &str,
     from: Option<&Path>,
 ) -> PathBuf {
-    let path = dir.join(name);
-    File::create(&path).unwrap().set_len(size).unwrap();
+    let path = sparse_image(dir, name, size);
     let mut cmd = Command::new("mke2fs");
     cmd.args(["-F", "-q"]).args(args);
     let e = if ext.is_empty() {
@@ -484,13 +480,6 @@ fn fix_desc_csum(data: &mut [u8], fs: &Fs, g: u64) {
     data[at + 0x1E..at + 0x20].copy_from_slice(&c.to_le_bytes());
 }
 
-fn expect_corrupt(r: Result<ExtentSet, MetaError>, needle: &str) {
-    match r {
-        Err(MetaError::Corrupt(m)) => assert!(m.contains(needle), "wrong reason: {m}"),
-        other => panic!("expected Corrupt({needle}), got {other:?}"),
-    }
-}
-
 #[test]
 fn rejects_corrupt_metadata() {
     let dir = tempfile::tempdir().unwrap();
@@ -883,13 +872,16 @@ fn mounted_writes_deletes_and_live_copy() {
     };
     let mut rng = Rng(77);
     for i in 0..24 {
-        write_synced(&mnt.join(format!("f{i}")), &rng.bytes(300_000 + i * 40_000));
+        write_synced(
+            &mnt.join(format!("f{i}")),
+            &nonzero_bytes(&mut rng, 300_000 + i * 40_000),
+        );
     }
     for i in (0..24).step_by(3) {
         fs::remove_file(mnt.join(format!("f{i}"))).unwrap();
     }
     // Let the deletes commit, then write more: the last transactions stay in the log.
-    write_synced(&mnt.join("late-a"), &rng.bytes(3 << 20));
+    write_synced(&mnt.join("late-a"), &nonzero_bytes(&mut rng, 3 << 20));
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
@@ -897,7 +889,7 @@ fn mounted_writes_deletes_and_live_copy() {
         .open(mnt.join("late-b"))
         .unwrap();
     f.seek(SeekFrom::Start(40 << 20)).unwrap();
-    f.write_all(&rng.bytes(2 << 20)).unwrap();
+    f.write_all(&nonzero_bytes(&mut rng, 2 << 20)).unwrap();
     f.sync_all().unwrap();
     drop(f);
     let live = dir.path().join("live.img");
@@ -953,8 +945,7 @@ fn one_tib_sparse_image() {
     let img = match std::env::var_os("EXT_BIG_IMAGE") {
         Some(p) => PathBuf::from(p),
         None => {
-            let img = dir.path().join("big.img");
-            File::create(&img).unwrap().set_len(1 << 40).unwrap();
+            let img = sparse_image(dir.path(), "big.img", 1 << 40);
             run(Command::new("mkfs.ext4")
                 .args(["-F", "-q", "-E", "nodiscard,lazy_itable_init=1"])
                 .arg(&img));

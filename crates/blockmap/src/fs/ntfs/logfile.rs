@@ -27,6 +27,8 @@ const VOLUME_IS_CLEAN: u16 = 0x0002;
 
 /// A valid restart page's verdict.
 struct Restart {
+    /// Its size: the second restart page follows the first this far in.
+    page: u64,
     current_lsn: u64,
     clean: bool,
 }
@@ -78,6 +80,7 @@ fn restart_page(
     let in_use = le::u16(&buf, area + 0x0C)?;
     let flags = le::u16(&buf, area + 0x0E)?;
     Ok(Some(Restart {
+        page,
         current_lsn: le::u64(&buf, area)?,
         clean: in_use == NO_CLIENT || flags & VOLUME_IS_CLEAN != 0,
     }))
@@ -105,10 +108,7 @@ pub fn check_clean(
         ));
     };
     // The second restart page follows the first, one system page further.
-    let mut head = [0u8; 0x14];
-    runlist::read(region, runs, cluster, 0, &mut head, "$LogFile")?;
-    let page = u64::from(le::u32(&head, 0x10)?);
-    let second = restart_page(region, runs, cluster, size, page).unwrap_or(None);
+    let second = restart_page(region, runs, cluster, size, first.page).unwrap_or(None);
     let newest = match second {
         Some(s) if s.current_lsn > first.current_lsn => s,
         _ => first,

@@ -326,16 +326,12 @@ mod tests {
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
-    use crate::testutil::run;
+    use crate::testutil::{assert_free_space_is_stale, replicate, run, sparse_image, Rng};
 
     /// A sparse image of `mib` MiB made by mkntfs with `args` (quick format: the rest of
     /// the image keeps whatever was there).
     fn mkntfs(dir: &Path, name: &str, mib: u64, args: &[&str]) -> PathBuf {
-        let img = dir.join(name);
-        std::fs::File::create(&img)
-            .unwrap()
-            .set_len(mib << 20)
-            .unwrap();
+        let img = sparse_image(dir, name, mib << 20);
         run(Command::new("mkfs.ntfs")
             .args(["-f", "-F", "-q"])
             .args(args)
@@ -343,17 +339,9 @@ mod tests {
         img
     }
 
-    /// Deterministic pseudo-random bytes (xorshift).
+    /// Deterministic pseudo-random bytes.
     fn noise(seed: u64, len: usize) -> Vec<u8> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        (0..len)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect()
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1).bytes(len)
     }
 
     /// An ntfs-3g mount of an image, unmounted when dropped (and the loop device, which
@@ -471,24 +459,6 @@ mod tests {
         )
     }
 
-    /// Copies only the used extents of `img` into a zeroed image of the same size.
-    fn replicate(img: &Path, used: &ExtentSet, out: &Path) {
-        use std::os::unix::fs::FileExt;
-        let src = std::fs::File::open(img).unwrap();
-        let dst = std::fs::File::create(out).unwrap();
-        dst.set_len(src.metadata().unwrap().len()).unwrap();
-        let mut buf = vec![0u8; 1 << 20];
-        for e in used.iter() {
-            let mut at = e.offset;
-            while at < e.end() {
-                let n = (e.end() - at).min(buf.len() as u64) as usize;
-                src.read_exact_at(&mut buf[..n], at).unwrap();
-                dst.write_all_at(&buf[..n], at).unwrap();
-                at += n as u64;
-            }
-        }
-    }
-
     fn boot_of(region: &Region) -> Boot {
         boot::parse(&region.read_vec("t", 0, 512).unwrap()).unwrap()
     }
@@ -527,16 +497,7 @@ mod tests {
             tool_total - tool_free
         );
         // Free space really holds stale data, so the comparison means something.
-        let free = ExtentSet::range(0, region.len()).subtract(&used);
-        let stale = free.iter().any(|e| {
-            let n = e.len.min(1 << 20) as usize;
-            region
-                .read_vec("t", e.offset, n)
-                .unwrap()
-                .iter()
-                .any(|&b| b != 0)
-        });
-        assert!(stale, "free space holds stale data");
+        assert_free_space_is_stale(&region, &used);
 
         let copy = dir.join("copy.img");
         replicate(img, &used, &copy);
@@ -684,21 +645,28 @@ mod tests {
         assert!(matches!(used(&region), Err(MetaError::Corrupt(m)) if m.contains("do not fit")));
     }
 
-    #[test]
-    fn rejects_bitmap_that_frees_the_mft() {
-        let (mut img, _) = fresh();
-        let boot = boot::parse(&img[..512]).unwrap();
-        // Find $Bitmap's data through the parser, then clear the bit of $MFT's first cluster.
-        let region = Region::whole(&img);
+    /// The boot sector and system file `number`'s $DATA, found through the parser as
+    /// [`used`] finds them.
+    fn system_file(img: &dyn crate::ReadAt, number: u32, name: &'static str) -> (Boot, FileData) {
+        let region = Region::whole(img);
+        let boot = boot_of(&region);
         let first = [Run {
             vcn: 0,
             lcn: boot.mft_lcn,
-            len: 1,
+            len: boot.record.div_ceil(boot.cluster),
         }];
         let rec0 = read_record(&region, &boot, &first, MFT, "$MFT").unwrap();
         let mft = file_data(&rec0, &boot, "$MFT", false).unwrap();
-        let rec6 = read_record(&region, &boot, &mft.runs, BITMAP, "$Bitmap").unwrap();
-        let bitmap = file_data(&rec6, &boot, "$Bitmap", true).unwrap();
+        let rec = read_record(&region, &boot, &mft.runs, number, name).unwrap();
+        let data = file_data(&rec, &boot, name, true).unwrap();
+        (boot, data)
+    }
+
+    #[test]
+    fn rejects_bitmap_that_frees_the_mft() {
+        let (mut img, _) = fresh();
+        // Find $Bitmap's data through the parser, then clear the bit of $MFT's first cluster.
+        let (boot, bitmap) = system_file(&img, BITMAP, "$Bitmap");
         let byte = (bitmap.runs[0].lcn * boot.cluster + boot.mft_lcn / 8) as usize;
         img[byte] &= !(1 << (boot.mft_lcn % 8));
         let m = corrupt_message(&img);
@@ -723,17 +691,7 @@ mod tests {
     #[test]
     fn rejects_unclean_log() {
         let (mut img, _) = fresh();
-        let boot = boot::parse(&img[..512]).unwrap();
-        let region = Region::whole(&img);
-        let first = [Run {
-            vcn: 0,
-            lcn: boot.mft_lcn,
-            len: 1,
-        }];
-        let rec0 = read_record(&region, &boot, &first, MFT, "$MFT").unwrap();
-        let mft = file_data(&rec0, &boot, "$MFT", false).unwrap();
-        let rec2 = read_record(&region, &boot, &mft.runs, LOGFILE, "$LogFile").unwrap();
-        let log = file_data(&rec2, &boot, "$LogFile", true).unwrap();
+        let (boot, log) = system_file(&img, LOGFILE, "$LogFile");
         let at = (log.runs[0].lcn * boot.cluster) as usize;
         img[at..at + 4].copy_from_slice(b"RSTR");
         assert!(matches!(
@@ -798,13 +756,7 @@ mod tests {
         let (clean, at) = fresh();
         let mft_end = at(64) as u64;
         let mut img = clean.clone();
-        let mut x = 0x2545_F491_4F6C_DD1Du64;
-        let mut next = || {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x
-        };
+        let mut rng = Rng(0x2545_F491_4F6C_DD1D);
         for round in 0..300 {
             // Alternately: the boot sector and the first MFT records, or the first 4 MiB.
             let (lo, span) = match round % 3 {
@@ -812,8 +764,8 @@ mod tests {
                 1 => (at(0) as u64, mft_end - at(0) as u64),
                 _ => (0, 4 << 20),
             };
-            let flips: Vec<(usize, u8)> = (0..1 + next() % 6)
-                .map(|_| ((lo + next() % span) as usize, 1u8 << (next() % 8)))
+            let flips: Vec<(usize, u8)> = (0..1 + rng.next() % 6)
+                .map(|_| ((lo + rng.next() % span) as usize, 1u8 << (rng.next() % 8)))
                 .collect();
             for &(i, bit) in &flips {
                 img[i] ^= bit;

@@ -4,8 +4,8 @@
 //! Layouts from "XFS Algorithms & Data Structures" (chapters "AG Free Space Management" and
 //! "B+trees", short-format blocks) and the kernel's `xfs_format.h`. Big-endian except CRCs.
 
-use super::crc32c;
 use super::sb::Superblock;
+use crate::crc32c;
 use crate::read::be;
 use crate::{corrupt, MetaError, Region};
 

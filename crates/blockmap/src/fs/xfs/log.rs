@@ -9,8 +9,8 @@
 //! from "XFS Algorithms & Data Structures", chapter "Journaling Log", and the kernel's
 //! `xfs_log_format.h` / `xfs_log_recover.c` (head search and `xlog_check_unmount_rec`).
 
-use super::crc32c::Crc32c;
 use super::sb::Superblock;
+use crate::crc32c::Crc32c;
 use crate::read::{be, le};
 use crate::{corrupt, MetaError, Region};
 

@@ -26,7 +26,6 @@
 //! (not in this region either). Bytes of the partition past the data section are not used.
 
 mod alloc;
-mod crc32c;
 mod log;
 mod sb;
 
@@ -156,6 +155,7 @@ fn internal_log(sb: &Superblock) -> Result<Option<(u64, u64)>, MetaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crc32c;
     use crate::read::{FileDisk, ReadAt};
     use std::fs::{self, File};
     use std::io;
@@ -164,24 +164,7 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    use crate::testutil::run;
-
-    /// A small deterministic generator for file contents and byte flips.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-        fn bytes(&mut self, len: usize) -> Vec<u8> {
-            (0..len).map(|_| self.next() as u8).collect()
-        }
-    }
+    use crate::testutil::{run, sparse_image, Rng};
 
     /// A sparse image of `size` bytes with stale non-zero data every 4 MiB (what a reused
     /// disk holds), formatted with `mkfs.xfs -f -K` and `args`; checked by `xfs_repair -n`
@@ -265,7 +248,6 @@ mod tests {
     struct ToolView {
         block_size: u64,
         data_bytes: u64,
-        agblocks: u64,
         /// Every extent `freesp -d` lists (free-space trees plus free-list blocks), in bytes.
         free: ExtentSet,
         /// Blocks on the AG free lists, in bytes.
@@ -344,7 +326,6 @@ mod tests {
         ToolView {
             block_size: bs,
             data_bytes: num("dblocks") * bs,
-            agblocks,
             free,
             free_list,
             log,
@@ -382,7 +363,6 @@ mod tests {
         }
         assert_eq!(used.total(), tool_used.total() + also.total());
         assert_eq!(used.total() % tool.block_size, 0);
-        let _ = tool.agblocks;
         (used.total(), tool_used.total())
     }
 
@@ -522,8 +502,7 @@ mod tests {
         // to another file, and nothing of it is in the data device.
         let tmp = tempfile::tempdir().unwrap();
         let proto = protofile(tmp.path(), 60);
-        let log = tmp.path().join("v5-16.log");
-        File::create(&log).unwrap().set_len(64 * MIB).unwrap();
+        let log = sparse_image(tmp.path(), "v5-16.log", 64 * MIB);
         let l = format!("logdev={}", log.display());
         let p = proto.to_str().unwrap();
         let args = ["-d", "agcount=16", "-l", &l, "-p", p];

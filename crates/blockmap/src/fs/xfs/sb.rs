@@ -3,7 +3,7 @@
 //! Field offsets and rules follow the XFS on-disk format ("XFS Algorithms & Data Structures",
 //! chapter "Superblocks"; the kernel's `xfs_format.h`). All fields are big-endian.
 
-use super::crc32c;
+use crate::crc32c;
 use crate::read::be;
 use crate::{corrupt, MetaError, Region};
 

@@ -1,4 +1,4 @@
-//! CRC-32C (Castagnoli), the checksum of XFS v5 metadata.
+//! CRC-32C (Castagnoli): the checksum of XFS v5 metadata and of ext4's `metadata_csum`.
 //!
 //! `crc32fast` (a dependency of this crate) computes plain CRC-32 (IEEE), a different
 //! polynomial, so this small table-driven version lives here.
@@ -23,8 +23,9 @@ const TABLE: [u32; 256] = {
     table
 };
 
-/// Continues a CRC-32C over `bytes`, from a running (un-inverted) state.
-fn update(mut state: u32, bytes: &[u8]) -> u32 {
+/// Continues a CRC-32C over `bytes`, from a running state: the raw step, with no pre- or
+/// post-inversion (ext4 chains it from its own seeds; XFS inverts around it).
+pub fn update(mut state: u32, bytes: &[u8]) -> u32 {
     for &b in bytes {
         // The index is masked to 0..=255, so it is always inside the table.
         state = TABLE[((state ^ u32::from(b)) & 0xff) as usize] ^ (state >> 8);
@@ -41,13 +42,9 @@ pub fn crc32c(bytes: &[u8]) -> u32 {
 /// The CRC-32C of `bytes` computed as if the 4 bytes at `at` were zero: how XFS checksums a
 /// structure that holds its own checksum.
 pub fn crc32c_without(bytes: &[u8], at: usize) -> u32 {
-    let split = at.min(bytes.len());
-    let (head, rest) = bytes.split_at(split);
-    let mut state = update(!0, head);
-    let field = rest.len().min(4);
-    state = update(state, &[0u8; 4][..field]);
-    state = update(state, rest.get(field..).unwrap_or(&[]));
-    !state
+    let mut crc = Crc32c::new();
+    crc.update_without(bytes, at);
+    crc.finish()
 }
 
 /// True when the little-endian CRC-32C stored at `at` matches the rest of `bytes` (XFS stores
