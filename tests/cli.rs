@@ -8,12 +8,9 @@
 //! child process is killed by a guard when a test fails.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
@@ -396,8 +393,8 @@ impl<'a> ClientAuth<'a> {
     }
 }
 
-/// `blockrep send --to ADDR <auth> --disk ... --mode full <extra>`.
-fn send(to: &str, auth: &ClientAuth<'_>, disks: &[String], extra: &[&str]) -> Output {
+/// `blockrep send --to ADDR <auth>`, to which a test adds the rest.
+fn send_command(to: &str, auth: &ClientAuth<'_>) -> Command {
     let mut cmd = Command::new(SEND);
     cmd.args([
         "send",
@@ -409,9 +406,14 @@ fn send(to: &str, auth: &ClientAuth<'_>, disks: &[String], extra: &[&str]) -> Ou
         p(auth.cert),
         "--key",
         p(auth.key),
-        "--mode",
-        "full",
     ]);
+    cmd
+}
+
+/// `blockrep send --to ADDR <auth> --mode full --disk ... <extra>`.
+fn send(to: &str, auth: &ClientAuth<'_>, disks: &[String], extra: &[&str]) -> Output {
+    let mut cmd = send_command(to, auth);
+    cmd.args(["--mode", "full"]);
     for d in disks {
         cmd.args(["--disk", d]);
     }
@@ -1079,21 +1081,7 @@ fn missing_target_disk_fails_at_start() {
 
 /// `blockrep send` with `args` after the connection flags (no default `--mode`).
 fn send_with(to: &str, pki: &Pki, args: &[&str]) -> Output {
-    let auth = ClientAuth::of(pki);
-    let mut cmd = Command::new(SEND);
-    cmd.args([
-        "send",
-        "--to",
-        to,
-        "--ca",
-        p(auth.ca),
-        "--cert",
-        p(auth.cert),
-        "--key",
-        p(auth.key),
-    ]);
-    cmd.args(args);
-    run(&mut cmd)
+    run(send_command(to, &ClientAuth::of(pki)).args(args))
 }
 
 /// Overwrites every `stride`-th 4 KiB block from `first` with `byte`.
@@ -1287,21 +1275,9 @@ fn speed_limit_file_changes_reach_a_running_transfer() {
     )
     .expect("rules");
     let receiver = start_receiver(&pki, &[disk("d0", &target)], &["--once"]);
-    let auth = ClientAuth::of(&pki);
     let limit_arg = format!("@{}", p(&rules));
     let mut child = ChildGuard(
-        Command::new(SEND)
-            .args([
-                "send",
-                "--to",
-                &receiver.addr,
-                "--ca",
-                p(auth.ca),
-                "--cert",
-                p(auth.cert),
-                "--key",
-                p(auth.key),
-            ])
+        send_command(&receiver.addr, &ClientAuth::of(&pki))
             .args([
                 "--disk",
                 &disk("d0", &source),
@@ -1319,15 +1295,8 @@ fn speed_limit_file_changes_reach_a_running_transfer() {
             .spawn()
             .expect("start send"),
     );
-    let stdout = child.0.stdout.take().expect("stdout");
-    let (tx, lines) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = lines_of(child.0.stdout.take().expect("stdout"));
+    let stderr = slurp(child.0.stderr.take().expect("stderr"));
     // Wait (bounded) until some data is durable under the 8 Mbit/s limit.
     let start = Instant::now();
     let mut progressed = false;
@@ -1336,10 +1305,8 @@ fn speed_limit_file_changes_reach_a_running_transfer() {
             Ok(line) => {
                 let v: Value = serde_json::from_str(&line).expect("a JSON line");
                 if v["replicatesize"].as_u64().unwrap_or(0) > 0 {
-                    assert!(
-                        v["migrate_speed"].as_f64().unwrap_or(0.0) < 8.0 * 1.5,
-                        "{line}"
-                    );
+                    let speed = v["migrate_speed"].as_f64().expect("a migrate_speed");
+                    assert!(speed < 8.0 * 1.5, "{line}");
                     progressed = true;
                     break;
                 }
@@ -1355,7 +1322,11 @@ fn speed_limit_file_changes_reach_a_running_transfer() {
     fs::write(&rules, "00:00-23:59=0").expect("new rules");
     let changed = Instant::now();
     let status = wait_exit(&mut child.0, Duration::from_secs(25), "send");
-    assert!(status.success(), "send failed: {status}");
+    assert!(
+        status.success(),
+        "send failed: {status}\n{}",
+        stderr.join().expect("stderr reader")
+    );
     assert!(changed.elapsed() < Duration::from_secs(25));
     let (status, _) = receiver.wait();
     assert!(status.success());

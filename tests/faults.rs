@@ -9,25 +9,23 @@
 //! mount, loop and dm device is removed by a guard whatever happens to the test.
 
 mod common;
+#[path = "common/disks.rs"]
+mod disks;
+#[path = "common/process.rs"]
+mod process;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use blockrep::sender::{self, Control, Mode};
 use blockrep::{Error, SendConfig, SourceSpec};
-use blockrep_proto::frame::encode_data_head;
 use blockrep_proto::{consts, decode, DiskAnnounce, Encoding, Frame, Hello};
 use bytes::BytesMut;
 use common::*;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const RECEIVER: &str = env!("CARGO_BIN_EXE_blockrep-receiver");
-const SEND_CLI: &str = env!("CARGO_BIN_EXE_blockrep");
 
 /// The receiver's peak resident memory (VmHWM) must stay below this, whatever the peers do.
 ///
@@ -40,92 +38,50 @@ const SEND_CLI: &str = env!("CARGO_BIN_EXE_blockrep");
 /// frame or per connection, or a buffer sized from an untrusted length field, goes past it.
 const MEMORY_BOUND: u64 = 64 * MIB;
 
-/// How long any one receiver may take to say where it listens.
-const STARTUP: Duration = Duration::from_secs(30);
-
 // ---------------------------------------------------------------------------------------------
 // The receiver as a process
 // ---------------------------------------------------------------------------------------------
 
-/// A running `blockrep-receiver`, killed and reaped when dropped.
+/// A running `blockrep-receiver` (killed and reaped when dropped) and its address.
 struct ReceiverProc {
-    child: Child,
+    proc: process::Receiver,
     addr: SocketAddr,
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl ReceiverProc {
     /// Starts a receiver on 127.0.0.1:0 with the PKI's files, `disks` and `extra` flags, and
     /// waits (bounded) for its `listening on` line.
     fn start(pki: &Pki, disks: &[(&str, &Path)], extra: &[&str]) -> Self {
-        let mut cmd = Command::new(RECEIVER);
-        cmd.args(["--listen", "127.0.0.1:0", "--cert"])
-            .arg(&pki.files.server_cert)
-            .arg("--key")
-            .arg(&pki.files.server_key)
-            .arg("--client-ca")
-            .arg(&pki.files.ca);
+        let f = &pki.files;
+        let mut args: Vec<String> = vec![
+            "--cert".into(),
+            f.server_cert.display().to_string(),
+            "--key".into(),
+            f.server_key.display().to_string(),
+            "--client-ca".into(),
+            f.ca.display().to_string(),
+        ];
         for (id, path) in disks {
-            cmd.arg("--disk").arg(format!("{id}={}", path.display()));
+            args.push("--disk".into());
+            args.push(format!("{id}={}", path.display()));
         }
-        cmd.args(extra)
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
-        let stderr = child.stderr.take().expect("piped stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        // Drains stderr for the whole life of the process (a full pipe would stall it); keeps
-        // the first lines, enough to explain a failure.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("blockrep-receiver listening on ") {
-                    let _ = tx.send(addr.trim().to_owned());
-                }
-                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if log.len() < 5_000 {
-                    log.push(line);
-                }
-            }
-        });
-        let mut me = Self {
-            child,
-            addr: ([127, 0, 0, 1], 0).into(),
-            log,
-        };
-        match rx.recv_timeout(STARTUP) {
-            Ok(addr) => me.addr = addr.parse().expect("the receiver prints an address"),
-            Err(_) => panic!(
-                "the receiver did not say where it listens within {} s:\n{}",
-                STARTUP.as_secs(),
-                me.log_text()
-            ),
-        }
-        me
+        args.extend(extra.iter().map(ToString::to_string));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proc = process::Receiver::start(&args, true);
+        let addr = proc.addr.parse().expect("the receiver prints an address");
+        Self { proc, addr }
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log_text(&self) -> String {
-        self.log
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .join("\n")
+    fn pid(&self) -> i32 {
+        self.proc.pid()
     }
 
     /// Panics (with the receiver's log) unless the process still runs.
     fn assert_alive(&mut self, when: &str) {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        if let Some(status) = self.proc.exited() {
             panic!(
                 "the receiver exited ({status}) {when}:\n{}",
-                self.log_text()
+                self.proc.log()
             );
         }
     }
@@ -178,15 +134,6 @@ impl ReceiverProc {
     }
 }
 
-impl Drop for ReceiverProc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB as f64
 }
@@ -231,32 +178,41 @@ async fn replicate(pki: &Pki, addr: SocketAddr, id: &str, src: &Path, dst: &Path
     );
 }
 
-/// The files `blockrep send` authenticates with.
-struct ClientFiles {
-    ca: PathBuf,
-    cert: PathBuf,
-    key: PathBuf,
+/// At the same time, `src` goes to disk `id`, which fails with `code` and names the disk, and
+/// `spare_src` to disk `spare_id` (`spare` on the receiver), which arrives intact. Returns the
+/// failure's user line.
+async fn fails_beside_a_served_disk(
+    pki: &Pki,
+    addr: SocketAddr,
+    (id, src, code): (&str, &Path, &str),
+    (spare_id, spare_src, spare): (&str, &Path, &Path),
+) -> String {
+    let (failed, served) = tokio::join!(
+        send(pki, addr, id, src),
+        send(pki, addr, spare_id, spare_src)
+    );
+    let err = failed.expect_err("the failing target cannot be written");
+    let line = err.user_line();
+    assert_eq!(err.code(), code, "{line}");
+    assert!(
+        line.contains(id),
+        "the error does not name the disk id {id} (the receiver names only the path): {line}"
+    );
+    served.unwrap_or_else(|e| panic!("the other disk was not served: {}", e.user_line()));
+    assert!(cmp(spare_src, spare), "the other disk's copy differs");
+    line
 }
 
-impl ClientFiles {
-    fn of(pki: &Pki) -> Self {
-        Self {
-            ca: pki.files.ca.clone(),
-            cert: pki.files.client_cert.clone(),
-            key: pki.files.client_key.clone(),
-        }
-    }
-}
-
-/// `blockrep send` as a user runs it; bounded in time. Returns (success, stderr).
-fn send_cli(pki: &ClientFiles, addr: SocketAddr, id: &str, src: &Path) -> (bool, String) {
-    let mut child = Command::new(SEND_CLI)
-        .args(["send", "--to", &addr.to_string(), "--ca"])
-        .arg(&pki.ca)
+/// `blockrep send` as a user runs it (for [`process::run`]).
+fn send_cli(pki: &Pki, addr: SocketAddr, id: &str, src: &Path) -> Command {
+    let f = &pki.files;
+    let mut cmd = Command::new(process::SEND);
+    cmd.args(["send", "--to", &addr.to_string(), "--ca"])
+        .arg(&f.ca)
         .arg("--cert")
-        .arg(&pki.cert)
+        .arg(&f.client_cert)
         .arg("--key")
-        .arg(&pki.key)
+        .arg(&f.client_key)
         .arg("--disk")
         .arg(format!("{id}={}", src.display()))
         .args([
@@ -266,32 +222,8 @@ fn send_cli(pki: &ClientFiles, addr: SocketAddr, id: &str, src: &Path) -> (bool,
             "64KiB",
             "--progress",
             "none",
-        ])
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start blockrep send");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
-        s
-    });
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("blockrep send did not exit within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.success(), reader.join().expect("stderr reader"))
+        ]);
+    cmd
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,22 +260,6 @@ fn hello(id: &str, size: u64) -> Vec<u8> {
     })
     .encode(&mut buf);
     buf.to_vec()
-}
-
-/// A DATA frame whose digest is that of `raw`; the payload is sent as given.
-fn data(encoding: Encoding, offset: u64, raw: &[u8], payload: &[u8]) -> Vec<u8> {
-    let digest = blockrep_chunk::digest(raw);
-    let mut v = encode_data_head(
-        0,
-        encoding,
-        offset,
-        raw.len() as u32,
-        &digest,
-        payload.len(),
-    )
-    .to_vec();
-    v.extend_from_slice(payload);
-    v
 }
 
 /// Frames from the receiver, with a buffer kept across reads.
@@ -543,7 +459,7 @@ async fn idle_tls_and_slowloris_connections_use_bounded_memory() {
         held >= want,
         "the receiver holds {held} sockets, expected {want}: connections were closed before \
          their handshake timeout, or never accepted\n{}",
-        rx.log_text()
+        rx.proc.log()
     );
     assert!(
         hwm < MEMORY_BOUND,
@@ -664,7 +580,7 @@ async fn hostile_frames_end_sessions_of_a_receiver_process_without_writing() {
     let bad_digest = async {
         let mut flood = Vec::with_capacity(FLOOD * 57);
         for i in 0..FLOOD as u64 {
-            let mut frame = data(Encoding::Raw, i * 7 % SIZE, &[1], &[1]);
+            let mut frame = data_frame(0, Encoding::Raw, i * 7 % SIZE, &[1], &[1]);
             *frame.last_mut().unwrap() = 2;
             flood.extend_from_slice(&frame);
         }
@@ -714,8 +630,8 @@ async fn hostile_frames_end_sessions_of_a_receiver_process_without_writing() {
     // DATA at the disk's end, and at an offset that overflows.
     let past_end = async {
         let raw = vec![7u8; 4096];
-        let mut bytes = data(Encoding::Raw, SIZE, &raw, &raw);
-        bytes.extend(data(Encoding::Raw, u64::MAX - 100, &raw, &raw));
+        let mut bytes = data_frame(0, Encoding::Raw, SIZE, &raw, &raw);
+        bytes.extend(data_frame(0, Encoding::Raw, u64::MAX - 100, &raw, &raw));
         let frames = hostile(&pki, addr, "past_end", SIZE, bytes).await;
         ends_with_error(&frames, "SMS.2011", "DATA past the disk's end");
     };
@@ -734,7 +650,13 @@ async fn hostile_frames_end_sessions_of_a_receiver_process_without_writing() {
     let tiny_ok = async {
         let mut flood = Vec::with_capacity(FLOOD * 57 + 25);
         for i in 0..FLOOD as u64 {
-            flood.extend(data(Encoding::Raw, i * 4099 % SIZE, &[0xa5], &[0xa5]));
+            flood.extend(data_frame(
+                0,
+                Encoding::Raw,
+                i * 4099 % SIZE,
+                &[0xa5],
+                &[0xa5],
+            ));
         }
         let mut end = BytesMut::new();
         Frame::End(blockrep_proto::End {
@@ -873,29 +795,27 @@ async fn target_out_of_space_is_sms_0519_and_other_disks_are_served() {
     );
     let addr = rx.addr;
 
-    let (failed, served) = tokio::join!(
-        send(&pki, addr, "bigdata", &src),
-        send(&pki, addr, "sparedisk", &spare_src)
-    );
-    let err = failed.expect_err("a target on a full filesystem cannot be written");
-    let line = err.user_line();
+    let line = fails_beside_a_served_disk(
+        &pki,
+        addr,
+        ("bigdata", &src, "SMS.0519"),
+        ("sparedisk", &spare_src, &spare),
+    )
+    .await;
     eprintln!("faults: out of space: {line}");
-    assert_eq!(err.code(), "SMS.0519", "{line}");
     assert!(line.contains("no space"), "{line}");
-    assert!(
-        line.contains("bigdata"),
-        "the error does not name the disk id bigdata (the receiver names only the path): {line}"
-    );
-    served.unwrap_or_else(|e| panic!("the other disk was not served: {}", e.user_line()));
-    assert!(cmp(&spare_src, &spare), "the other disk's copy differs");
     rx.assert_alive("after running out of space");
 
     // The full disk was released: the CLI gets the same one-line SMS.0519 again, not "busy".
-    let (files, big) = (ClientFiles::of(&pki), src.clone());
-    let (ok, stderr) = tokio::task::spawn_blocking(move || send_cli(&files, addr, "bigdata", &big))
+    let mut cli = send_cli(&pki, addr, "bigdata", &src);
+    let out = tokio::task::spawn_blocking(move || process::run(&mut cli))
         .await
         .unwrap();
-    assert!(!ok, "blockrep send succeeded on a full target");
+    assert!(
+        !out.status.success(),
+        "blockrep send succeeded on a full target"
+    );
+    let stderr = out.stderr;
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 1, "one line on stderr: {stderr}");
     assert!(lines[0].starts_with("error SMS.0519: "), "{stderr}");
@@ -955,28 +875,20 @@ fn run_tool(cmd: &mut Command, stdin: Option<&str>) -> Result<String, String> {
     Err(format!("{what} did not finish within 30 s"))
 }
 
-/// A loop device over a file, made read-write again and detached when dropped.
-struct LoopDev {
-    dev: PathBuf,
-}
+/// A block device made read-only (BLKROSET), made read-write again when dropped: the flag
+/// outlives a loop device's attachment, and the next user of the device must not inherit it.
+struct ReadOnly<'a>(&'a Path);
 
-impl LoopDev {
-    fn attach(file: &Path) -> Result<Self, String> {
-        let dev = run_tool(
-            Command::new("losetup").args(["--find", "--show"]).arg(file),
-            None,
-        )?;
-        Ok(Self {
-            dev: PathBuf::from(dev),
-        })
+impl<'a> ReadOnly<'a> {
+    fn set(dev: &'a Path) -> Self {
+        run_tool(Command::new("blockdev").arg("--setro").arg(dev), None).expect("blockdev --setro");
+        Self(dev)
     }
 }
 
-impl Drop for LoopDev {
+impl Drop for ReadOnly<'_> {
     fn drop(&mut self) {
-        // A read-only flag set with BLKROSET outlives the attachment: clear it for the next user.
-        let _ = run_tool(Command::new("blockdev").arg("--setrw").arg(&self.dev), None);
-        let _ = run_tool(Command::new("losetup").arg("-d").arg(&self.dev), None);
+        let _ = run_tool(Command::new("blockdev").arg("--setrw").arg(self.0), None);
     }
 }
 
@@ -1035,7 +947,7 @@ async fn target_device_eio_is_sms_2007_and_other_disks_are_served() {
         .unwrap()
         .set_len(2 * MIB)
         .unwrap();
-    let lo = match LoopDev::attach(&backing) {
+    let lo = match disks::Loop::attach(&backing, 0, 2 * MIB, false) {
         Ok(lo) => lo,
         Err(e) => {
             eprintln!("faults: SKIPPED target_device_eio: {e}");
@@ -1076,20 +988,14 @@ async fn target_device_eio_is_sms_2007_and_other_disks_are_served() {
         &["--idle-timeout", "10"],
     );
     let addr = rx.addr;
-    let (failed, served) = tokio::join!(
-        send(&pki, addr, "sysdisk", &src),
-        send(&pki, addr, "sparedisk", &spare_src)
-    );
-    let err = failed.expect_err("a device that returns EIO cannot be written");
-    let line = err.user_line();
+    let line = fails_beside_a_served_disk(
+        &pki,
+        addr,
+        ("sysdisk", &src, "SMS.2007"),
+        ("sparedisk", &spare_src, &spare),
+    )
+    .await;
     eprintln!("faults: EIO: {line}");
-    assert_eq!(err.code(), "SMS.2007", "{line}");
-    assert!(
-        line.contains("sysdisk"),
-        "the error does not name the disk id sysdisk (the receiver names only the path): {line}"
-    );
-    served.unwrap_or_else(|e| panic!("the other disk was not served: {}", e.user_line()));
-    assert!(cmp(&spare_src, &spare));
     make_target(&spare, spare_size);
     replicate(&pki, addr, "sparedisk", &spare_src, &spare).await;
     rx.assert_alive("after a failing device");
@@ -1109,7 +1015,7 @@ async fn target_device_refusing_writes_is_sms_2007() {
     let dir = tempfile::tempdir().unwrap();
     let backing = dir.path().join("backing.img");
     make_target(&backing, SIZE);
-    let lo = match LoopDev::attach(&backing) {
+    let lo = match disks::Loop::attach(&backing, 0, SIZE, false) {
         Ok(lo) => lo,
         Err(e) => {
             eprintln!("faults: SKIPPED target_device_refusing_writes: {e}");
@@ -1139,11 +1045,17 @@ async fn target_device_refusing_writes_is_sms_2007() {
         other => panic!("expected WELCOME, got {other:?}"),
     }
     // The receiver holds the device open for writing; now it refuses writes.
-    run_tool(Command::new("blockdev").arg("--setro").arg(&lo.dev), None).expect("blockdev --setro");
+    let read_only = ReadOnly::set(&lo.dev);
     let raw = vec![0x3cu8; 64 << 10];
     let mut bytes = Vec::new();
     for i in 0..4 {
-        bytes.extend(data(Encoding::Raw, i * raw.len() as u64, &raw, &raw));
+        bytes.extend(data_frame(
+            0,
+            Encoding::Raw,
+            i * raw.len() as u64,
+            &raw,
+            &raw,
+        ));
     }
     frames.rd.write_all(&bytes).await.unwrap();
     let got = frames.until_closed(100).await;
@@ -1162,7 +1074,7 @@ async fn target_device_refusing_writes_is_sms_2007() {
     rx.assert_alive("after a refused write");
     replicate(&pki, addr, "sparedisk", &spare_src, &spare).await;
     drop(rx);
-    let _ = run_tool(Command::new("blockdev").arg("--setrw").arg(&lo.dev), None);
+    drop(read_only);
     drop(lo);
     let bytes = std::fs::read(&backing).unwrap();
     assert!(

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use blockrep::sender::{self, Control, Mode};
 use blockrep::{Error, SendConfig, SourceSpec};
-use blockrep_proto::frame::encode_data_head;
 use blockrep_proto::{consts, decode, DiskAnnounce, Encoding, Frame, Hello};
 use bytes::BytesMut;
 use common::*;
@@ -210,9 +209,9 @@ async fn source_larger_than_a_block_device_target_is_sms_1504() {
     .unwrap_err();
     assert_eq!(err.code(), "SMS.1504", "{err}");
     assert!(err.to_string().contains("smaller"), "{err}");
-    s.rx.stop().await;
-    drop(lo);
     assert_untouched(&s.dst);
+    proper_client_succeeds(s).await;
+    drop(lo);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -338,25 +337,10 @@ async fn hostile_bytes_end_the_session(bytes: Vec<u8>, code: &str) {
     proper_client_succeeds(s).await;
 }
 
-fn data(disk: u16, encoding: Encoding, offset: u64, raw: &[u8], payload: &[u8]) -> Vec<u8> {
-    let digest = blockrep_chunk::digest(raw);
-    let mut v = encode_data_head(
-        disk,
-        encoding,
-        offset,
-        raw.len() as u32,
-        &digest,
-        payload.len(),
-    )
-    .to_vec();
-    v.extend_from_slice(payload);
-    v
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_with_a_wrong_digest_is_not_written() {
     let raw = vec![7u8; 4096];
-    let mut frame = data(0, Encoding::Raw, 0, &raw, &raw);
+    let mut frame = data_frame(0, Encoding::Raw, 0, &raw, &raw);
     let last = frame.len() - 1;
     frame[last] ^= 1; // the payload no longer matches the digest
     hostile_bytes_end_the_session(frame, "SMS.2011").await;
@@ -365,21 +349,28 @@ async fn chunk_with_a_wrong_digest_is_not_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_lz4_is_not_written() {
     let raw = vec![7u8; 4096];
-    hostile_bytes_end_the_session(data(0, Encoding::Lz4, 0, &raw, &[0xff; 64]), "SMS.2009").await;
+    hostile_bytes_end_the_session(
+        data_frame(0, Encoding::Lz4, 0, &raw, &[0xff; 64]),
+        "SMS.2009",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_past_the_disk_end_is_not_written() {
     let raw = vec![7u8; 8192];
-    hostile_bytes_end_the_session(data(0, Encoding::Raw, SIZE - 4096, &raw, &raw), "SMS.2011")
-        .await;
+    hostile_bytes_end_the_session(
+        data_frame(0, Encoding::Raw, SIZE - 4096, &raw, &raw),
+        "SMS.2011",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_at_an_overflowing_offset_is_not_written() {
     let raw = vec![7u8; 4096];
     hostile_bytes_end_the_session(
-        data(0, Encoding::Raw, u64::MAX - 100, &raw, &raw),
+        data_frame(0, Encoding::Raw, u64::MAX - 100, &raw, &raw),
         "SMS.2011",
     )
     .await;
@@ -388,7 +379,7 @@ async fn chunk_at_an_overflowing_offset_is_not_written() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chunk_for_an_unannounced_disk_is_not_written() {
     let raw = vec![7u8; 4096];
-    hostile_bytes_end_the_session(data(3, Encoding::Raw, 0, &raw, &raw), "SMS.2011").await;
+    hostile_bytes_end_the_session(data_frame(3, Encoding::Raw, 0, &raw, &raw), "SMS.2011").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -428,8 +419,8 @@ async fn valid_chunks_before_a_bad_one_are_kept_and_acknowledged() {
     let s = setup().await;
     let mut tls = hostile_session(&s).await;
     let good = vec![9u8; 4096];
-    let mut bytes = data(0, Encoding::Raw, 0, &good, &good);
-    let mut bad = data(0, Encoding::Raw, 4096, &good, &good);
+    let mut bytes = data_frame(0, Encoding::Raw, 0, &good, &good);
+    let mut bad = data_frame(0, Encoding::Raw, 4096, &good, &good);
     let last = bad.len() - 1;
     bad[last] ^= 1;
     bytes.extend_from_slice(&bad);

@@ -1,6 +1,8 @@
 //! Full replication over real mutual TLS on 127.0.0.1, real files, checked with `cmp`.
 
 mod common;
+#[path = "common/disks.rs"]
+mod disks;
 
 use std::time::Duration;
 
@@ -276,30 +278,6 @@ async fn receiver_shutdown_mid_transfer_keeps_what_it_acknowledged() {
     );
 }
 
-/// A loop device attached for the test, detached on drop.
-struct Loop(String);
-
-impl Loop {
-    fn attach(file: &std::path::Path) -> Option<Self> {
-        let out = std::process::Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(file)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| Self(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
-    }
-}
-
-impl Drop for Loop {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("losetup")
-            .args(["-d", &self.0])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_devices_as_source_and_target() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,15 +292,18 @@ async fn block_devices_as_source_and_target() {
         8,
     );
     make_target(&dst, size);
-    let (Some(ls), Some(ld)) = (Loop::attach(&src), Loop::attach(&dst)) else {
-        eprintln!("SKIPPED block_devices_as_source_and_target: losetup cannot attach loop devices here (needs root and /dev/loop-control)");
-        return;
+    let (ls, ld) = match (
+        disks::Loop::attach(&src, 0, size, false),
+        disks::Loop::attach(&dst, 0, size, false),
+    ) {
+        (Ok(ls), Ok(ld)) => (ls, ld),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("SKIPPED block_devices_as_source_and_target: {e} (needs root and /dev/loop-control)");
+            return;
+        }
     };
     let pki = Pki::new();
-    let (sdev, ddev) = (
-        std::path::PathBuf::from(&ls.0),
-        std::path::PathBuf::from(&ld.0),
-    );
+    let (sdev, ddev) = (ls.dev.clone(), ld.dev.clone());
     let rx = Receiver::start(receiver_config(&pki, &[("d0", &ddev)])).await;
     let summary = sender::send(config(&pki, rx.addr, &[("d0", &sdev)]), Control::new())
         .await

@@ -7,7 +7,6 @@ mod process;
 #[path = "common/proxy.rs"]
 mod proxy;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use blockrep::throttle::Throttle;
 use blockrep::{Retry, SendConfig, SourceSpec};
 use blockrep_rate::Rules;
 use common::*;
-use process::{wait_exit, ChildGuard, PROCESS_DEADLINE, SEND};
+use process::{lines_of, run, wait_exit, ChildGuard, PROCESS_DEADLINE, SEND};
 use proxy::Proxy;
 
 /// The wire rate of the process-level tests, so a transfer lasts long enough (a few seconds)
@@ -305,11 +304,15 @@ async fn a_sender_killed_and_rerun_resumes() {
 
     let src2 = src.clone();
     let mut child = ChildGuard(send_command(&pki, &to, &src2, "rerun-1").spawn().unwrap());
-    let stdout = child.0.stdout.take().unwrap();
+    let lines = lines_of(child.0.stdout.take().unwrap());
     // Kill it once a third is durable on the target, by its own progress lines.
     let mut durable_before = 0;
-    for line in BufReader::new(stdout).lines().take(100_000) {
-        let Ok(line) = line else { break };
+    let start = Instant::now();
+    for _ in 0..100_000 {
+        let left = PROCESS_DEADLINE.saturating_sub(start.elapsed());
+        let Ok(line) = lines.recv_timeout(left) else {
+            break;
+        };
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
             continue;
         };
@@ -325,12 +328,9 @@ async fn a_sender_killed_and_rerun_resumes() {
 
     // The same command again: it resumes the session and sends the rest.
     let rerun = move || {
-        let out = send_command(&pki, &to, &src, "rerun-1")
-            .stdout(Stdio::piped())
-            .output()
-            .unwrap();
+        let out = run(&mut send_command(&pki, &to, &src, "rerun-1"));
         assert!(out.status.success(), "the rerun failed: {out:?}");
-        String::from_utf8_lossy(&out.stdout)
+        out.stdout
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .find(|v: &serde_json::Value| v.get("summary").is_some())

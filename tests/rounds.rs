@@ -101,6 +101,17 @@ async fn stopped_after_first_ack(c: SendConfig) -> blockrep::SendSummary {
     round.await.unwrap().expect("a STOP is not an error")
 }
 
+/// A delta round of `r` to a receiver of its own, which must see one good session.
+async fn delta_round(r: &Round) -> blockrep::SendSummary {
+    let rx = Receiver::start(receiver_config(&r.pki, &[("d0", &r.dst)])).await;
+    let s = sender::send(config(&r.pki, rx.addr, &r.src, Mode::Delta), Control::new())
+        .await
+        .expect("delta round");
+    let outcome = rx.stop().await;
+    assert_eq!((outcome.succeeded, outcome.failed), (1, 0), "{outcome:?}");
+    s
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bitmap_round_sends_only_the_marked_blocks() {
     let (r, changed) = setup(0.05);
@@ -151,11 +162,7 @@ async fn bitmap_round_sends_only_the_marked_blocks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_round_finds_and_sends_only_what_differs() {
     let (r, changed) = setup(0.05);
-    let rx = Receiver::start(receiver_config(&r.pki, &[("d0", &r.dst)])).await;
-    let s = sender::send(config(&r.pki, rx.addr, &r.src, Mode::Delta), Control::new())
-        .await
-        .expect("delta round");
-    rx.stop().await;
+    let s = delta_round(&r).await;
     assert!(s.complete);
     assert_eq!(s.subtask_name, "SYNC_LINUX_BLOCK");
     assert_eq!(
@@ -222,11 +229,7 @@ async fn delta_in_small_pieces_stopped_then_resumed_converges_up_to_a_ragged_end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delta_round_of_identical_disks_sends_nothing() {
     let (r, _) = setup(0.0);
-    let rx = Receiver::start(receiver_config(&r.pki, &[("d0", &r.dst)])).await;
-    let s = sender::send(config(&r.pki, rx.addr, &r.src, Mode::Delta), Control::new())
-        .await
-        .expect("delta round");
-    rx.stop().await;
+    let s = delta_round(&r).await;
     assert!(s.complete);
     assert_eq!((s.sent_bytes, s.total_bytes), (0, 0));
     assert!(cmp(&r.src, &r.dst));
@@ -305,7 +308,8 @@ async fn migration_full_round_stopped_then_sync_rounds_converge() {
     let early = m
         .sync_round(SyncChanges::Bitmap(BTreeMap::new()), Control::new())
         .await;
-    assert!(early.is_err());
+    let early = early.expect_err("a bitmap round before any full round");
+    assert!(early.to_string().contains("full round first"), "{early}");
 
     // Full round, stopped part-way.
     let control = Control::new();
@@ -316,12 +320,14 @@ async fn migration_full_round_stopped_then_sync_rounds_converge() {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         c2.stop();
+        c2.progress().replicatesize >= 2 * MIB
     });
     let full = m.full_round(control).await.expect("stopped full round");
-    stopper.await.unwrap();
+    assert!(stopper.await.unwrap(), "2 MiB durable within 30 s");
     assert_eq!(full.subtask_name, "MIGRATE_LINUX_BLOCK");
     let left: u64 = m.pending().values().map(ExtentSet::total).sum();
     assert_eq!(left, full.remaining_bytes);
+    assert!(!full.complete && left > 0, "stopped part-way: {full:?}");
     assert_eq!(
         left + full.acked_bytes,
         size,

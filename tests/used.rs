@@ -12,12 +12,15 @@
 mod common;
 #[path = "common/disks.rs"]
 mod disks;
+#[path = "common/process.rs"]
+mod process;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use blockrep::progress::human_bytes;
+use blockrep::SendSummary;
 use blockrep_blockmap::{ExtentSet, FsKind, TableKind};
 use common::MIB;
 use disks::*;
@@ -182,6 +185,17 @@ fn assert_used_identical(src: &Path, dst: &Path, used: &ExtentSet) {
             panic!("byte {at} (in the sent extent {e:?}) differs on the target");
         }
     }
+}
+
+/// Replicates `src` to a new `dst` in used mode: the round completes, and plans, sends and
+/// gets acknowledged exactly the map's bytes.
+fn replicate_map(src: &Path, dst: &Path, map: &blockrep_blockmap::DiskMap) -> SendSummary {
+    let summary = replicate_used(src, dst);
+    assert!(summary.complete, "{summary:?}");
+    assert_eq!(summary.total_bytes, map.used.total(), "the plan is the map");
+    assert_eq!(summary.sent_bytes, summary.total_bytes, "{summary:?}");
+    assert_eq!(summary.acked_bytes, summary.total_bytes, "{summary:?}");
+    summary
 }
 
 /// dumpe2fs and xfs_db count the same used blocks on the target as on the source.
@@ -532,12 +546,8 @@ fn gpt_server_disk_sends_used_blocks_and_replica_is_clean() {
 
     // The replication.
     let t_send = Instant::now();
-    let summary = replicate_used(&img, &dst);
+    let summary = replicate_map(&img, &dst, &map);
     let send_time = t_send.elapsed();
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.total_bytes, map.used.total(), "the plan is the map");
-    assert_eq!(summary.sent_bytes, summary.total_bytes, "{summary:?}");
-    assert_eq!(summary.acked_bytes, summary.total_bytes, "{summary:?}");
     assert!(
         summary.sent_bytes >= tools_used,
         "sent {} < used {tools_used}",
@@ -745,9 +755,7 @@ fn mbr_disk_with_logical_partitions_replicates_clean() {
         );
     }
 
-    let summary = replicate_used(&img, &dst);
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.sent_bytes, map.used.total());
+    let summary = replicate_map(&img, &dst, &map);
     assert!(summary.sent_bytes >= tools_used);
     assert!(summary.sent_bytes < size / 4, "{summary:?}");
     mbr_clean(&dst).unwrap_or_else(|e| panic!("sfdisk --verify on the target: {e}"));
@@ -801,9 +809,7 @@ fn whole_disk_filesystem_replicates_clean() {
     assert_eq!(map.partitions.len(), 1);
     let rows = map_agrees_with_tools(&img, &parts, &map, d);
 
-    let summary = replicate_used(&img, &dst);
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.sent_bytes, map.used.total());
+    let summary = replicate_map(&img, &dst, &map);
     assert!(summary.sent_bytes >= rows[0].3);
     assert!(summary.sent_bytes < size / 2, "{summary:?}");
     assert_used_identical(&img, &dst, &map.used);
@@ -854,9 +860,7 @@ fn corrupt_group_descriptor_sends_that_partition_whole() {
     // The ESP and swap are still read, not sent whole.
     map_agrees_with_tools(&img, &[parts[0].clone(), parts[2].clone()], &map, d);
 
-    let summary = replicate_used(&img, &dst);
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.sent_bytes, map.used.total());
+    let summary = replicate_map(&img, &dst, &map);
     assert!(summary.sent_bytes >= p2.len);
     assert_eq!(
         first_difference(&img, &dst, p2.start, p2.len),
@@ -932,9 +936,7 @@ fn backup_gpt_gone(name: &str, case: BackupGone, tail: bool) {
         "{w}"
     );
 
-    let summary = replicate_used(&src, &dst);
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.sent_bytes, map.used.total());
+    let summary = replicate_map(&src, &dst, &map);
     assert_used_identical(&src, &dst, &map.used);
     let judged = judge(name, &src, &dst, &parts, d);
     assert_eq!(table_dump(&src), table_dump(&dst));
@@ -1026,9 +1028,7 @@ fn corrupt_primary_gpt_uses_the_backup() {
     );
     assert_eq!(map.used, good.used, "the same blocks are sent");
 
-    let summary = replicate_used(&img, &dst);
-    assert!(summary.complete, "{summary:?}");
-    assert_eq!(summary.sent_bytes, map.used.total());
+    let summary = replicate_map(&img, &dst, &map);
     assert_used_identical(&img, &dst, &map.used);
     assert_eq!(
         gpt_verdict(&dst),
@@ -1055,17 +1055,14 @@ fn blockmap_cli_lists_partitions_and_warns_on_corruption() {
     let d = dir.path();
     let (img, parts) = small_gpt(d);
     let blockmap = |json: bool| {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_blockrep"));
+        let mut c = Command::new(process::SEND);
         c.arg("blockmap").arg(&img);
         if json {
             c.arg("--json");
         }
-        let out = c.output().unwrap();
+        let out = process::run(&mut c);
         assert!(out.status.success(), "blockrep blockmap: {out:?}");
-        (
-            String::from_utf8(out.stdout).unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
+        (out.stdout, out.stderr)
     };
     let check_json = |text: &str, map: &blockrep_blockmap::DiskMap| -> serde_json::Value {
         let v: serde_json::Value = serde_json::from_str(text).expect("--json is JSON");

@@ -196,7 +196,7 @@ async fn a_receiver_that_keeps_journals_verifies_only_sessions_it_knows() {
     assert!(e.to_string().contains("no session \"mig-2\""), "{e}");
 }
 
-/// `blockrep verify` with the test PKI.
+/// `blockrep verify` with the test PKI (for [`process::run`]).
 fn verify_command(pki: &Pki, to: &str, disk: &str, extra: &[&str]) -> Command {
     let f = &pki.files;
     let mut cmd = Command::new(process::SEND);
@@ -205,8 +205,7 @@ fn verify_command(pki: &Pki, to: &str, disk: &str, extra: &[&str]) -> Command {
         .args(["--cert", f.client_cert.to_str().unwrap()])
         .args(["--key", f.client_key.to_str().unwrap()])
         .args(["--disk", disk])
-        .args(extra)
-        .env_remove("RUST_LOG");
+        .args(extra);
     cmd
 }
 
@@ -219,11 +218,11 @@ async fn the_command_prints_json_and_exits_0_1_or_2() {
     let to = rx.addr.to_string();
     let disk = format!("d0={}", src.display());
     let mut clean = verify_command(&pki, &to, &disk, &["--json"]);
-    let out = tokio::task::spawn_blocking(move || clean.output().unwrap())
+    let out = tokio::task::spawn_blocking(move || process::run(&mut clean))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["consistent"], true);
     assert_eq!(v["checked_bytes"], size);
     assert_eq!(v["differences"], serde_json::json!([]));
@@ -235,11 +234,11 @@ async fn the_command_prints_json_and_exits_0_1_or_2() {
         .write_all_at(&[9], 2 * MIB + 5)
         .unwrap();
     let mut damaged = verify_command(&pki, &to, &disk, &["--json", "--mode", "full"]);
-    let out = tokio::task::spawn_blocking(move || damaged.output().unwrap())
+    let out = tokio::task::spawn_blocking(move || process::run(&mut damaged))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     assert_eq!(v["consistent"], false);
     assert_eq!(
         v["differences"],
@@ -247,20 +246,19 @@ async fn the_command_prints_json_and_exits_0_1_or_2() {
     );
 
     let mut repair = verify_command(&pki, &to, &disk, &["--repair"]);
-    let out = tokio::task::spawn_blocking(move || repair.output().unwrap())
+    let out = tokio::task::spawn_blocking(move || process::run(&mut repair))
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(cmp(&src, &dst));
 
     let mut missing = verify_command(&pki, &to, &format!("nosuch={}", src.display()), &[]);
-    let out = tokio::task::spawn_blocking(move || missing.output().unwrap())
+    let out = tokio::task::spawn_blocking(move || process::run(&mut missing))
         .await
         .unwrap();
     rx.stop().await;
     assert_eq!(out.status.code(), Some(2), "{out:?}");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let last = stderr.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error SMS.1511: "), "{stderr}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error SMS.1511: "), "{}", out.stderr);
     assert!(last.contains("\"nosuch\""), "names the disk: {last}");
 }

@@ -192,6 +192,29 @@ pub fn matching_chunk_bytes(a: &Path, b: &Path, chunk: usize) -> u64 {
     same as u64 * chunk as u64
 }
 
+/// A DATA frame for disk index `disk` whose digest is that of `raw`; the payload is sent as
+/// given (so a test can make it wrong).
+pub fn data_frame(
+    disk: u16,
+    encoding: blockrep_proto::Encoding,
+    offset: u64,
+    raw: &[u8],
+    payload: &[u8],
+) -> Vec<u8> {
+    let digest = blockrep_chunk::digest(raw);
+    let mut v = blockrep_proto::frame::encode_data_head(
+        disk,
+        encoding,
+        offset,
+        raw.len() as u32,
+        &digest,
+        payload.len(),
+    )
+    .to_vec();
+    v.extend_from_slice(payload);
+    v
+}
+
 /// Same as `cmp`: the real tool agrees.
 pub fn cmp(a: &Path, b: &Path) -> bool {
     std::process::Command::new("cmp")

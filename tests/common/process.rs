@@ -67,6 +67,21 @@ pub fn slurp(mut pipe: impl Read + Send + 'static) -> JoinHandle<String> {
     })
 }
 
+/// Sends each line of a pipe, as it comes, from a thread of its own (which drains the pipe to
+/// its end, so a full pipe never stalls the writer).
+pub fn lines_of(pipe: impl Read + Send + 'static) -> LineRx<String> {
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    lines
+}
+
 /// What a finished command did.
 #[derive(Debug)]
 pub struct Output {
@@ -135,16 +150,7 @@ impl Receiver {
             cmd.spawn()
                 .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}")),
         );
-        let stderr = child.0.stderr.take().expect("piped stderr");
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = lines_of(child.0.stderr.take().expect("piped stderr"));
         let mut receiver = Self {
             child,
             addr: String::new(),
@@ -188,6 +194,11 @@ impl Receiver {
         matches!(self.child.0.try_wait(), Ok(None))
     }
 
+    /// How it ended, once it has.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.0.try_wait().ok().flatten()
+    }
+
     /// Waits for the receiver to exit on its own; returns its status and all its stderr lines.
     pub fn wait(mut self) -> (ExitStatus, Vec<String>) {
         let status = wait_exit(&mut self.child.0, PROCESS_DEADLINE, "receiver");
@@ -201,6 +212,12 @@ impl Receiver {
             }
         }
         (status, std::mem::take(&mut self.seen))
+    }
+
+    /// Its stderr so far, for a failure message.
+    pub fn log(&mut self) -> String {
+        self.seen.extend(self.lines.try_iter());
+        self.seen.join("\n")
     }
 
     pub fn pid(&self) -> i32 {
