@@ -59,7 +59,8 @@ pub(crate) fn for_each_granule<E>(
 ) -> Result<(), E> {
     let gran = u64::from(granularity);
     let piece_len = gran.max(1 << 20);
-    let mut buf = vec![0u8; piece_len.min(len) as usize];
+    // Aligned, so that reads of aligned ranges can bypass the page cache.
+    let mut buf = blockrep_disk::AlignedBuf::new(piece_len.min(len) as usize);
     let mut at = offset;
     let end = offset + len;
     while at < end {

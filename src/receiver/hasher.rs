@@ -111,7 +111,7 @@ fn digests(target: &TargetDisk, req: &HashRequest) -> Result<Hashes, Error> {
     let mut i = 0usize;
     for r in &req.ranges {
         for_each_granule(
-            |buf, at| target.read_exact_at(buf, at),
+            |buf, at| target.read_uncached(buf, at),
             r.offset,
             u64::from(r.len),
             req.granularity,

@@ -18,6 +18,7 @@
 // there and nowhere else.
 #![deny(unsafe_code)]
 
+mod buf;
 mod disk;
 mod error;
 #[allow(unsafe_code)]
@@ -25,6 +26,7 @@ mod ioctl;
 mod source;
 mod target;
 
+pub use buf::{AlignedBuf, DIRECT_ALIGN};
 pub use error::DiskError;
 pub use source::SourceDisk;
 pub use target::TargetDisk;

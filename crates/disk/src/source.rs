@@ -47,6 +47,26 @@ impl SourceDisk {
         self.disk.read_exact_at(buf, offset)
     }
 
+    /// Fills `buf` with the bytes at `offset` without filling the page cache, for bulk reads
+    /// of a live server's disk: with `O_DIRECT` when `buf` (an [`AlignedBuf`]), `offset`
+    /// and the length are aligned to [`DIRECT_ALIGN`], else through the cache, dropping
+    /// what it read from it afterwards. Checked like [`read_exact_at`](Self::read_exact_at).
+    ///
+    /// [`AlignedBuf`]: crate::AlignedBuf
+    /// [`DIRECT_ALIGN`]: crate::DIRECT_ALIGN
+    pub fn read_uncached(&self, buf: &mut [u8], offset: u64) -> Result<(), DiskError> {
+        if !self.disk.read_uncached(buf, offset)? {
+            self.drop_cache(offset, buf.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// Why [`read_uncached`](Self::read_uncached) goes through the page cache even for
+    /// aligned reads (the filesystem refuses `O_DIRECT`, as tmpfs does), or `None`.
+    pub fn direct_unavailable(&self) -> Option<&str> {
+        self.disk.direct_unavailable()
+    }
+
     /// Asks the kernel to drop `[offset, offset + len)`, already read, from the page cache,
     /// so that copying a disk does not push the source server's working set out of memory.
     /// Best effort: the kernel may keep pages (dirty or mapped ones) and errors are ignored,
@@ -111,6 +131,33 @@ mod tests {
         disk.read_exact_at(&mut [], 100_000).unwrap();
         disk.drop_cache(0, 0);
         disk.drop_cache(u64::MAX, u64::MAX);
+    }
+
+    #[test]
+    fn uncached_reads_read_what_the_file_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = pattern(3 * 4096 + 100);
+        let path = image(&dir, "disk.img", &bytes);
+        let disk = SourceDisk::open(&path).unwrap();
+        let mut aligned = crate::AlignedBuf::new(8192);
+        let mut plain = vec![0u8; 8192];
+        // Aligned (direct where the filesystem allows), unaligned offset, unaligned buffer,
+        // and a ragged tail: each reads the same bytes.
+        for (use_aligned, offset) in [(true, 0u64), (true, 4096), (true, 10), (false, 4096)] {
+            let buf = if use_aligned {
+                &mut aligned[..]
+            } else {
+                &mut plain[..]
+            };
+            disk.read_uncached(buf, offset).unwrap();
+            let at = offset as usize;
+            assert_eq!(buf, &bytes[at..at + 8192], "offset {offset}");
+        }
+        aligned.set_len(4196);
+        disk.read_uncached(&mut aligned, 8192).unwrap();
+        assert_eq!(&aligned[..], &bytes[8192..]);
+        let err = disk.read_uncached(&mut aligned, 8193).unwrap_err();
+        assert!(matches!(err, DiskError::OutOfBounds { .. }), "{err}");
     }
 
     #[test]

@@ -63,15 +63,26 @@ impl TargetDisk {
     /// Writes a verified chunk at `offset`: its bytes, or for a zero chunk a cheap
     /// [`zero_range`](Self::zero_range).
     ///
+    /// Bytes bypass the page cache (`O_DIRECT`, through an aligned copy when the chunk's
+    /// buffer is not aligned) when `offset` and the length are aligned to
+    /// [`DIRECT_ALIGN`](crate::DIRECT_ALIGN) and the filesystem allows it; the rest go
+    /// through the cache. Either way they are durable only after [`sync`](Self::sync).
+    ///
     /// A chunk reaching past [`size`](Self::size) is refused with [`DiskError::OutOfBounds`]
     /// and nothing is written. Short writes and EINTR are retried.
     pub fn write(&self, offset: u64, chunk: &Verified<'_>) -> Result<(), DiskError> {
         let len = chunk.len() as u64;
         self.disk.check(offset, len)?;
         match chunk.data() {
-            Some(data) => self.disk.write_all_at(data, offset),
+            Some(data) => self.disk.write_uncached(data, offset),
             None => self.zero_range(offset, len),
         }
+    }
+
+    /// Why [`write`](Self::write) goes through the page cache even for aligned chunks (the
+    /// filesystem refuses `O_DIRECT`, as tmpfs does), or `None`.
+    pub fn direct_unavailable(&self) -> Option<&str> {
+        self.disk.direct_unavailable()
     }
 
     /// Makes `[offset, offset + len)` read back as zeros, as cheaply as the disk allows.
@@ -143,6 +154,13 @@ impl TargetDisk {
     /// [`SourceDisk::read_exact_at`](crate::SourceDisk::read_exact_at).
     pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> Result<(), DiskError> {
         self.disk.read_exact_at(buf, offset)
+    }
+
+    /// Like [`read_exact_at`](Self::read_exact_at), bypassing the page cache when `buf` (an
+    /// [`AlignedBuf`](crate::AlignedBuf)), `offset` and the length are aligned, for bulk
+    /// reads (comparing, verifying) that should not evict anything.
+    pub fn read_uncached(&self, buf: &mut [u8], offset: u64) -> Result<(), DiskError> {
+        self.disk.read_uncached(buf, offset).map(drop)
     }
 
     fn is_unsupported(&self, path: u8) -> bool {
@@ -452,6 +470,119 @@ mod tests {
                 eprintln!("{e}");
             }
         }
+    }
+
+    /// Bytes of `path` in the page cache, per `fincore`.
+    fn cached(path: &Path) -> u64 {
+        let out = run(
+            "fincore",
+            &[
+                "--bytes",
+                "--noheadings",
+                "--output",
+                "RES",
+                &path.to_string_lossy(),
+            ],
+        )
+        .expect("fincore (util-linux)");
+        out.parse()
+            .unwrap_or_else(|e| panic!("fincore said {out:?}: {e}"))
+    }
+
+    /// Writes `raw` from an aligned buffer, as the receiver's lz4 path does.
+    fn write_aligned(disk: &TargetDisk, offset: u64, raw: &[u8]) -> Result<(), DiskError> {
+        let mut buf = crate::AlignedBuf::new(raw.len());
+        buf.copy_from_slice(raw);
+        let mut scratch = Vec::new();
+        let chunk = verify(Encoding::Raw, raw.len(), &digest(raw), &buf, &mut scratch).unwrap();
+        disk.write(offset, &chunk)
+    }
+
+    #[test]
+    fn aligned_writes_bypass_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        // A ragged size: the last chunk cannot be written directly.
+        let size = (8u64 << 20) + 1000;
+        let path = dir.path().join("disk.img");
+        fs::File::create(&path).unwrap().set_len(size).unwrap();
+        let disk = TargetDisk::open(&path).unwrap();
+        if let Some(why) = disk.direct_unavailable() {
+            eprintln!("SKIPPED aligned_writes_bypass_the_page_cache: {why}");
+            return;
+        }
+        let mut expected = vec![0u8; size as usize];
+        // Aligned buffer; unaligned buffers of an aligned range (copied through the bounce
+        // buffer, which grows); a 4 KiB block.
+        let (a, b, c) = (pattern(1 << 20, 1), pattern(3 << 20, 2), pattern(4096, 3));
+        write_aligned(&disk, 0, &a).unwrap();
+        write_raw(&disk, 1 << 20, &b[..64 << 10]).unwrap();
+        for i in 0..3 {
+            let piece = &b[i << 20..(i + 1) << 20];
+            write_raw(&disk, (1 + i as u64) << 20, piece).unwrap();
+        }
+        write_raw(&disk, 6 << 20, &c).unwrap();
+        disk.sync().unwrap();
+        expected[..1 << 20].copy_from_slice(&a);
+        expected[1 << 20..4 << 20].copy_from_slice(&b);
+        expected[6 << 20..(6 << 20) + 4096].copy_from_slice(&c);
+        assert_eq!(cached(&path), 0, "aligned writes left pages in the cache");
+
+        // Unaligned ranges go through the cache, and mix with direct writes of the pages
+        // around them: a write inside a page written directly, then a direct write over a
+        // page written through the cache.
+        let (d, e, f) = (pattern(1000, 4), pattern(100, 5), pattern(8192, 6));
+        write_raw(&disk, 8 << 20, &d).unwrap();
+        write_raw(&disk, 50, &e).unwrap();
+        write_raw(&disk, (6 << 20) + 10, &e).unwrap();
+        write_raw(&disk, 6 << 20, &f).unwrap();
+        disk.sync().unwrap();
+        expected[8 << 20..].copy_from_slice(&d);
+        expected[50..150].copy_from_slice(&e);
+        expected[6 << 20..(6 << 20) + 8192].copy_from_slice(&f);
+        assert_eq!(read_all(&disk), expected);
+        assert_eq!(fs::read(&path).unwrap(), expected);
+
+        // Reading back directly sees the same and caches nothing.
+        let _ = run("sh", &["-c", "echo 1 > /proc/sys/vm/drop_caches"]);
+        if cached(&path) == 0 {
+            let mut buf = crate::AlignedBuf::new(8 << 20);
+            disk.read_uncached(&mut buf, 0).unwrap();
+            assert_eq!(&buf[..], &expected[..8 << 20]);
+            assert_eq!(cached(&path), 0, "a direct read filled the cache");
+        }
+    }
+
+    #[test]
+    fn falls_back_where_direct_io_is_refused() {
+        // ramfs has no direct I/O at all: opening with O_DIRECT fails with EINVAL.
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().to_string_lossy().into_owned();
+        let mount = match run("mount", &["-t", "ramfs", "ramfs", &mnt]) {
+            Ok(_) => Mount(dir.path().to_owned()),
+            Err(e) => {
+                eprintln!("SKIPPED falls_back_where_direct_io_is_refused: needs root ({e})");
+                return;
+            }
+        };
+        {
+            let path = mount.0.join("disk.img");
+            fs::File::create(&path).unwrap().set_len(4 << 20).unwrap();
+            let disk = TargetDisk::open(&path).unwrap();
+            let why = disk.direct_unavailable().expect("ramfs refuses O_DIRECT");
+            assert!(why.contains("O_DIRECT"), "{why}");
+            let a = pattern(1 << 20, 7);
+            write_aligned(&disk, 1 << 20, &a).unwrap();
+            write_raw(&disk, 3 << 20, &a).unwrap();
+            disk.sync().unwrap();
+            let mut buf = crate::AlignedBuf::new(1 << 20);
+            disk.read_uncached(&mut buf, 3 << 20).unwrap();
+            assert_eq!(&buf[..], &a[..]);
+            let source = crate::SourceDisk::open(&path).unwrap();
+            assert!(source.direct_unavailable().is_some());
+            source.read_uncached(&mut buf, 1 << 20).unwrap();
+            assert_eq!(&buf[..], &a[..]);
+        }
+        drop(mount);
     }
 
     #[test]
