@@ -13,7 +13,7 @@
 //! per compared pair.
 
 use blockrep_blockmap::ExtentSet;
-use blockrep_disk::SourceDisk;
+use blockrep_disk::{AlignedBuf, SourceDisk};
 use blockrep_proto::consts::MAX_COMPARE_FINE;
 use blockrep_proto::{Compare, HashRange, HashRequest, Hashes};
 
@@ -51,25 +51,25 @@ pub(crate) fn compared(plans: &[ExtentSet], sizes: &[u64]) -> Vec<ExtentSet> {
 pub(crate) struct Probe {
     pub disk: u16,
     pub offset: u64,
-    pub data: Vec<u8>,
+    pub data: AlignedBuf,
     /// Our fine digests, `DIGEST_LEN` bytes each, in order.
     fine: Vec<u8>,
     pub request: HashRequest,
 }
 
 impl Probe {
-    /// Reads `len` bytes at `offset` of `source` into `buf` and digests them.
+    /// Reads `len` bytes at `offset` of `source` into `buf` (of that length) and digests
+    /// them.
     pub fn read(
         source: &SourceDisk,
         disk: u16,
         offset: u64,
         len: u32,
         key: &[u8; 32],
-        mut buf: Vec<u8>,
+        mut buf: AlignedBuf,
     ) -> Result<Self, Error> {
-        buf.resize(len as usize, 0);
-        source.read_exact_at(&mut buf, offset)?;
-        source.drop_cache(offset, u64::from(len));
+        debug_assert_eq!(buf.len(), len as usize);
+        source.read_uncached(&mut buf, offset)?;
         let d = Digester {
             key,
             len: DIGEST_LEN,

@@ -4,12 +4,14 @@
 //! A round opens one session: HELLO/WELCOME, then (for `Mode::Delta`) a digest comparison,
 //! then the planned chunks through the pipeline, then END/DONE.
 
+mod adapt;
 mod connect;
 mod delta;
 mod pipeline;
 mod plan;
 mod verify;
 
+pub use adapt::Compression;
 pub use verify::{verify, verify_and_repair, Range, Verification, MAX_LISTED};
 
 use std::path::PathBuf;
@@ -105,6 +107,8 @@ pub struct SendConfig {
     pub window: u64,
     /// Encoder threads.
     pub workers: usize,
+    /// When chunks are compressed.
+    pub compression: Compression,
     /// Time allowed to connect and complete the TLS handshake.
     pub connect_timeout: Duration,
     /// Time allowed without any answer from the receiver while it owes one.
@@ -138,6 +142,7 @@ impl SendConfig {
             session_id: format!("blockrep-{}-{}", now.as_secs(), now.subsec_nanos()),
             window: DEFAULT_WINDOW,
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
+            compression: Compression::Auto,
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(120),
             limits: Throttle::new(blockrep_rate::Rules::unlimited()),
@@ -394,6 +399,14 @@ async fn open_and_plan(
                 spec.id,
                 spec.path.display()
             )));
+        }
+        if let Some(why) = source.direct_unavailable() {
+            info!(
+                "source disk {} ({}): reading through the page cache (dropping what was read), \
+                 since {why}",
+                spec.id,
+                spec.path.display()
+            );
         }
         sources.push(Arc::new(source));
     }

@@ -27,11 +27,7 @@ pub struct Encoded {
 /// `Zero`.
 pub fn encode(raw: &[u8], compressed: &mut Vec<u8>) -> Encoded {
     if is_zero(raw) {
-        return Encoded {
-            encoding: Encoding::Zero,
-            digest: zero_digest(raw.len()),
-            payload_len: 0,
-        };
+        return zero(raw.len());
     }
     let digest = digest(raw);
     compressed.resize(lz4_flex::block::get_maximum_output_size(raw.len()), 0);
@@ -57,6 +53,28 @@ pub fn encode(raw: &[u8], compressed: &mut Vec<u8>) -> Encoded {
     }
 }
 
+/// Encodes one chunk without trying compression: [`Encoding::Zero`] for an all-zero chunk,
+/// else [`Encoding::Raw`]. For chunks that are known not to compress, or when compressing
+/// would cost more time than it saves on the wire.
+pub fn encode_uncompressed(raw: &[u8]) -> Encoded {
+    if is_zero(raw) {
+        return zero(raw.len());
+    }
+    Encoded {
+        encoding: Encoding::Raw,
+        digest: digest(raw),
+        payload_len: raw.len(),
+    }
+}
+
+fn zero(len: usize) -> Encoded {
+    Encoded {
+        encoding: Encoding::Zero,
+        digest: zero_digest(len),
+        payload_len: 0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +88,25 @@ mod tests {
             assert_eq!(encoded.encoding, Encoding::Zero);
             assert_eq!(encoded.payload_len, 0);
             assert_eq!(encoded.digest, crate::digest(&vec![0; len]));
+        }
+    }
+
+    #[test]
+    fn uncompressed_is_zero_or_raw() {
+        for raw in [
+            vec![0; 4096],
+            testdata::text(65_536, 3),
+            testdata::random(4096, 4),
+        ] {
+            let mut compressed = Vec::new();
+            let full = encode(&raw, &mut compressed);
+            let e = encode_uncompressed(&raw);
+            assert_eq!(e.digest, full.digest);
+            if full.encoding == Encoding::Zero {
+                assert_eq!((e.encoding, e.payload_len), (Encoding::Zero, 0));
+            } else {
+                assert_eq!((e.encoding, e.payload_len), (Encoding::Raw, raw.len()));
+            }
         }
     }
 

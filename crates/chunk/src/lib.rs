@@ -23,7 +23,7 @@ mod zero;
 pub mod fuzzing;
 
 pub use blockrep_proto::{Digest, Encoding};
-pub use encode::{encode, Encoded};
+pub use encode::{encode, encode_uncompressed, Encoded};
 pub use error::ChunkError;
 pub use verify::{verify, Verified};
 pub use zero::{is_zero, zero_digest};

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use blockrep::progress::human_bytes;
-use blockrep::sender::{self, Control, Mode};
+use blockrep::sender::{self, Compression, Control, Mode};
 use blockrep::{certs, cli, size, tls, Error, SendConfig, SendHandle, SendSummary, SourceSpec};
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -188,6 +188,12 @@ pub(crate) struct SendArgs {
     /// Compression and hashing threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// lz4 compression: `auto` compresses where it pays (less on a link faster than the
+    /// compressing threads, or on data that does not compress; more when the link or a rate
+    /// limit is the bottleneck), `always` tries every chunk, `never` sends chunks as read
+    /// (all-zero chunks still travel as a few bytes).
+    #[arg(long, value_enum, default_value = "auto")]
+    compress: CompressArg,
     /// After a dropped connection or a receiver restart, reconnect (waiting 1 s, 2 s, 4 s ...
     /// up to 60 s between tries, with jitter) for this long, then give up; 0 = never. What
     /// the receiver already holds is not sent again.
@@ -197,6 +203,13 @@ pub(crate) struct SendArgs {
     /// unless --mode full); exit 1 if it differs.
     #[arg(long)]
     verify: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CompressArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -355,6 +368,11 @@ fn send_config(args: SendArgs) -> Result<(SendConfig, ProgressArg), Error> {
     config.mode = mode;
     config.block_size = args.block_size;
     config.window = args.window;
+    config.compression = match args.compress {
+        CompressArg::Auto => Compression::Auto,
+        CompressArg::Always => Compression::Always,
+        CompressArg::Never => Compression::Never,
+    };
     if let Some(w) = args.workers {
         config.workers = w;
     }
