@@ -439,6 +439,13 @@ fn open_targets<'a>(
                 target: target.size(),
             });
         }
+        if let Some(why) = target.direct_unavailable() {
+            info!(
+                disk = %disk.id,
+                "writing {} through the page cache, since {why}",
+                path.display()
+            );
+        }
         targets.push(Arc::new(target));
     }
     Ok((targets, claim))

@@ -1,9 +1,21 @@
-//! The writer thread of a session: verify each chunk, write it, sync in batches, and report
-//! what is durable. Only what this thread reports as durable is ever acknowledged.
+//! The writers of a session: a coordinating thread hands each chunk to a pool of workers that
+//! verify it (lz4, blake3) and write it, in any order and several at once, then syncs in
+//! batches and reports what is durable: always a prefix of the frames received, so only what
+//! is on stable storage is ever acknowledged, however the workers' writes interleave.
+//!
+//! ```text
+//! connection task ──(WriteMsg)──► coordinator ──(Job)──► workers: verify, pwrite (O_DIRECT)
+//!        ▲                           │   ▲                  │
+//!        └──(WriterEvent: Durable)───┘   └──(Completion)────┘
+//! ```
+//!
+//! Writes of one chunk never run beside a write of an overlapping one received earlier, so
+//! the disk ends as if the chunks were written in order.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::thread;
 
-use blockrep_chunk::Verified;
 use blockrep_disk::TargetDisk;
 use blockrep_proto::Data;
 use tokio::sync::mpsc;
@@ -14,6 +26,13 @@ use crate::Error;
 /// Unsynced bytes after which the writer syncs and acknowledges even while data keeps coming.
 /// Below the sender's default window, so a sender never waits on a batch that cannot fill.
 const SYNC_BATCH: u64 = 32 << 20;
+
+/// Worker threads per session: direct writes wait for the disk, so more writes in flight than
+/// cores keep it busy while others verify.
+const WORKERS: usize = 4;
+
+/// Chunks handed to the workers and not yet completed.
+const IN_FLIGHT: usize = 2 * WORKERS;
 
 /// Messages from the connection task to its writer thread.
 pub(super) enum WriteMsg {
@@ -30,7 +49,8 @@ pub(super) enum WriterEvent {
     Durable { frames: u64, bytes: u64 },
     /// The queue closed and everything written is durable.
     Finished { data_bytes: u64, zero_bytes: u64 },
-    /// Writing failed; nothing after this frame was written.
+    /// Writing failed; frames after the last `Durable` ones may have been written, but are
+    /// not durable and were never acknowledged.
     Failed(Error),
 }
 
@@ -77,8 +97,196 @@ impl Record {
     }
 }
 
-/// The writer thread: verify, write, sync in batches, report what is durable (and record it
-/// in the session's journal before reporting it).
+/// A chunk for a worker: its place in the session's frames, and the frame.
+struct Job {
+    seq: u64,
+    data: Data,
+}
+
+/// What a worker did with a job.
+struct Completion {
+    seq: u64,
+    disk: u16,
+    offset: u64,
+    len: u64,
+    /// Whether it was a zero chunk, or why it could not be written.
+    written: Result<bool, Error>,
+}
+
+/// The session's workers.
+struct Workers {
+    jobs: Option<crossbeam_channel::Sender<Job>>,
+    done: crossbeam_channel::Receiver<Completion>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(targets: &[Arc<TargetDisk>], ids: &[String]) -> Result<Self, Error> {
+        let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(IN_FLIGHT);
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        let mut threads = Vec::new();
+        for i in 0..WORKERS {
+            let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
+            let (targets, ids) = (targets.to_vec(), ids.to_vec());
+            let t = thread::Builder::new()
+                .name(format!("blockrep-write{i}"))
+                .spawn(move || {
+                    let mut scratch = Vec::new();
+                    for Job { seq, data } in job_rx {
+                        let written = write_chunk(&targets, &ids, &data, &mut scratch);
+                        let c = Completion {
+                            seq,
+                            disk: data.disk,
+                            offset: data.offset,
+                            len: u64::from(data.raw_len),
+                            written,
+                        };
+                        if done_tx.send(c).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| Error::Transport(format!("cannot start a writer thread: {e}")))?;
+            threads.push(t);
+        }
+        Ok(Self {
+            jobs: Some(jobs),
+            done,
+            threads,
+        })
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Verifies one chunk and writes it; whether it was a zero chunk.
+fn write_chunk(
+    targets: &[Arc<TargetDisk>],
+    ids: &[String],
+    data: &Data,
+    scratch: &mut Vec<u8>,
+) -> Result<bool, Error> {
+    let disk = usize::from(data.disk);
+    let chunk = blockrep_chunk::verify(
+        data.encoding,
+        data.raw_len as usize,
+        &data.digest,
+        &data.payload,
+        scratch,
+    )
+    .map_err(|source| Error::Chunk {
+        disk: ids[disk].clone(),
+        offset: data.offset,
+        source,
+    })?;
+    targets[disk]
+        .write(data.offset, &chunk)
+        .map_err(|source| Error::TargetDisk {
+            disk: ids[disk].clone(),
+            source,
+        })?;
+    Ok(chunk.is_zero())
+}
+
+/// The coordinator's books: frames handed out, completed, and durable.
+struct Books {
+    targets: Vec<Arc<TargetDisk>>,
+    ids: Vec<String>,
+    record: Record,
+    /// Frames received (the next frame's sequence number).
+    received: u64,
+    /// Frames handed to the workers and not completed: sequence number to (disk, range).
+    in_flight: BTreeMap<u64, (u16, u64, u64)>,
+    /// Completed frames past the completed prefix.
+    completed: BTreeMap<u64, Completion>,
+    /// The completed prefix: frames and their raw bytes.
+    frames: u64,
+    bytes: u64,
+    /// Bytes completed since the last sync, and the disks they went to.
+    unsynced: u64,
+    dirty: Vec<bool>,
+    data_bytes: u64,
+    zero_bytes: u64,
+    /// The first failure: no more frames are handed out once it is set.
+    failed: Option<Error>,
+}
+
+impl Books {
+    fn complete(&mut self, c: Completion) {
+        self.in_flight.remove(&c.seq);
+        self.completed.insert(c.seq, c);
+        while let Some(c) = self.completed.remove(&self.frames) {
+            match c.written {
+                Ok(zero) => {
+                    if zero {
+                        self.zero_bytes += c.len;
+                    } else {
+                        self.data_bytes += c.len;
+                    }
+                    self.frames += 1;
+                    self.bytes += c.len;
+                    self.unsynced += c.len;
+                    self.dirty[usize::from(c.disk)] = true;
+                    self.record.written(c.disk, c.offset, c.len);
+                }
+                Err(e) => {
+                    // Frames after it stay out of the prefix: never acknowledged.
+                    self.failed.get_or_insert(e);
+                    self.completed.clear();
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether a frame for `disk` at `[offset, offset + len)` overlaps one being written.
+    fn overlaps(&self, disk: u16, offset: u64, len: u64) -> bool {
+        self.in_flight
+            .values()
+            .any(|&(d, o, l)| d == disk && o < offset + len && offset < o + l)
+    }
+
+    /// Makes the completed prefix durable (fdatasync of the disks written) and records it in
+    /// the journal.
+    fn sync(&mut self) -> Result<(), Error> {
+        for (i, d) in self.dirty.iter_mut().enumerate() {
+            if std::mem::take(d) {
+                self.targets[i].sync().map_err(|source| Error::TargetDisk {
+                    disk: self.ids[i].clone(),
+                    source,
+                })?;
+            }
+        }
+        self.record.synced();
+        self.unsynced = 0;
+        Ok(())
+    }
+
+    /// Syncs what is completed and not yet durable, and reports it.
+    fn sync_and_report(
+        &mut self,
+        events: &mpsc::UnboundedSender<WriterEvent>,
+    ) -> Result<(), Error> {
+        if self.unsynced > 0 {
+            self.sync()?;
+            let _ = events.send(WriterEvent::Durable {
+                frames: self.frames,
+                bytes: self.bytes,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The coordinating thread: hands chunks to the workers, syncs in batches, reports what is
+/// durable (and records it in the session's journal before reporting it).
 pub(super) fn write_loop(
     targets: Vec<Arc<TargetDisk>>,
     ids: Vec<String>,
@@ -86,118 +294,128 @@ pub(super) fn write_loop(
     events: mpsc::UnboundedSender<WriterEvent>,
     journal: Option<Journal>,
 ) {
-    let mut scratch = Vec::new();
-    let mut dirty = vec![false; targets.len()];
-    let (mut frames, mut bytes, mut unsynced) = (0u64, 0u64, 0u64);
-    let (mut data_bytes, mut zero_bytes) = (0u64, 0u64);
-    let mut record = Record {
-        journal,
-        pending: Vec::new(),
+    let mut workers = match Workers::start(&targets, &ids) {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = events.send(WriterEvent::Failed(e));
+            return;
+        }
+    };
+    let mut books = Books {
+        dirty: vec![false; targets.len()],
+        targets,
+        ids,
+        record: Record {
+            journal,
+            pending: Vec::new(),
+        },
+        received: 0,
+        in_flight: BTreeMap::new(),
+        completed: BTreeMap::new(),
+        frames: 0,
+        bytes: 0,
+        unsynced: 0,
+        data_bytes: 0,
+        zero_bytes: 0,
+        failed: None,
     };
     let mut complete = false;
-    let sync = |dirty: &mut [bool], record: &mut Record| -> Result<(), Error> {
-        for (i, d) in dirty.iter_mut().enumerate() {
-            if std::mem::take(d) {
-                targets[i].sync().map_err(|source| Error::TargetDisk {
-                    disk: ids[i].clone(),
-                    source,
-                })?;
+    let outcome = coordinate(&workers, &mut books, &mut rx, &events, &mut complete);
+    // Whatever ended it: let the workers finish the writes in flight (they stop once the
+    // queue is empty), and make the completed prefix durable.
+    workers.jobs = None;
+    while !books.in_flight.is_empty() {
+        match workers.done.recv() {
+            Ok(c) => books.complete(c),
+            Err(_) => {
+                let e = Error::Transport("a writer thread ended unexpectedly".into());
+                books.failed.get_or_insert(e);
+                break;
             }
         }
-        record.synced();
-        Ok(())
-    };
+    }
+    drop(workers);
+    let synced = books.sync();
+    let _ = events.send(WriterEvent::Durable {
+        frames: books.frames,
+        bytes: books.bytes,
+    });
+    match outcome
+        .and(synced)
+        .and(books.failed.take().map_or(Ok(()), Err))
+    {
+        Ok(()) => {
+            if complete {
+                books.record.finish();
+            }
+            let _ = events.send(WriterEvent::Finished {
+                data_bytes: books.data_bytes,
+                zero_bytes: books.zero_bytes,
+            });
+        }
+        Err(e) => {
+            let _ = events.send(WriterEvent::Failed(e));
+        }
+    }
+}
+
+/// Hands out chunks until the queue closes or a write fails.
+fn coordinate(
+    workers: &Workers,
+    books: &mut Books,
+    rx: &mut mpsc::Receiver<WriteMsg>,
+    events: &mpsc::UnboundedSender<WriterEvent>,
+    complete: &mut bool,
+) -> Result<(), Error> {
+    let jobs = workers.jobs.as_ref().expect("workers started");
     loop {
+        while let Ok(c) = workers.done.try_recv() {
+            books.complete(c);
+        }
+        if books.failed.is_some() {
+            return Ok(());
+        }
+        if books.unsynced >= SYNC_BATCH {
+            books.sync_and_report(events)?;
+        }
         let msg = match rx.try_recv() {
-            Ok(msg) => Some(msg),
+            Ok(msg) => msg,
             Err(mpsc::error::TryRecvError::Empty) => {
+                if !books.in_flight.is_empty() {
+                    // Let the writes in flight finish before syncing.
+                    if let Ok(c) = workers.done.recv() {
+                        books.complete(c);
+                    }
+                    continue;
+                }
                 // The sender paused or we caught up: make everything durable and say so.
-                if unsynced > 0 {
-                    if let Err(e) = sync(&mut dirty, &mut record) {
-                        let _ = events.send(WriterEvent::Failed(e));
-                        return;
-                    }
-                    unsynced = 0;
-                    let _ = events.send(WriterEvent::Durable { frames, bytes });
-                }
-                rx.blocking_recv()
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-        };
-        if let Some(WriteMsg::End { complete: c }) = msg {
-            complete = c;
-            continue;
-        }
-        let Some(WriteMsg::Data(data)) = msg else {
-            match sync(&mut dirty, &mut record) {
-                Ok(()) => {
-                    if complete {
-                        record.finish();
-                    }
-                    let _ = events.send(WriterEvent::Durable { frames, bytes });
-                    let _ = events.send(WriterEvent::Finished {
-                        data_bytes,
-                        zero_bytes,
-                    });
-                }
-                Err(e) => {
-                    let _ = events.send(WriterEvent::Failed(e));
+                books.sync_and_report(events)?;
+                match rx.blocking_recv() {
+                    Some(msg) => msg,
+                    None => return Ok(()),
                 }
             }
-            return;
+            Err(mpsc::error::TryRecvError::Disconnected) => return Ok(()),
         };
-        let disk = usize::from(data.disk);
-        let fail = |source| Error::Chunk {
-            disk: ids[disk].clone(),
-            offset: data.offset,
-            source,
-        };
-        let written = blockrep_chunk::verify(
-            data.encoding,
-            data.raw_len as usize,
-            &data.digest,
-            &data.payload,
-            &mut scratch,
-        )
-        .map_err(fail)
-        .and_then(|chunk: Verified<'_>| {
-            targets[disk]
-                .write(data.offset, &chunk)
-                .map_err(|source| Error::TargetDisk {
-                    disk: ids[disk].clone(),
-                    source,
-                })?;
-            Ok(chunk.is_zero())
-        });
-        match written {
-            Ok(zero) => {
-                let len = u64::from(data.raw_len);
-                if zero {
-                    zero_bytes += len;
-                } else {
-                    data_bytes += len;
-                }
-                frames += 1;
-                bytes += len;
-                unsynced += len;
-                dirty[disk] = true;
-                record.written(data.disk, data.offset, len);
+        let data = match msg {
+            WriteMsg::End { complete: c } => {
+                *complete = c;
+                continue;
             }
-            Err(e) => {
-                // Keep what is already written durable; the failed chunk was not written.
-                let _ = sync(&mut dirty, &mut record);
-                let _ = events.send(WriterEvent::Durable { frames, bytes });
-                let _ = events.send(WriterEvent::Failed(e));
-                return;
+            WriteMsg::Data(data) => data,
+        };
+        let (disk, offset, len) = (data.disk, data.offset, u64::from(data.raw_len));
+        while books.in_flight.len() >= IN_FLIGHT || books.overlaps(disk, offset, len) {
+            match workers.done.recv() {
+                Ok(c) => books.complete(c),
+                Err(_) => return Ok(()),
             }
         }
-        if unsynced >= SYNC_BATCH {
-            if let Err(e) = sync(&mut dirty, &mut record) {
-                let _ = events.send(WriterEvent::Failed(e));
-                return;
-            }
-            unsynced = 0;
-            let _ = events.send(WriterEvent::Durable { frames, bytes });
+        let seq = books.received;
+        books.received += 1;
+        books.in_flight.insert(seq, (disk, offset, len));
+        if jobs.send(Job { seq, data }).is_err() {
+            return Ok(());
         }
     }
 }

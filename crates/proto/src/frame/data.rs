@@ -44,6 +44,13 @@ pub fn payload_fits(encoding: Encoding, raw_len: u32, payload_len: usize) -> boo
 
 impl Data {
     pub(super) fn load(r: &mut Reader) -> Result<Self, DecodeError> {
+        let mut data = Self::load_fixed(r)?;
+        data.payload = r.rest();
+        data.check_payload()
+    }
+
+    /// The fixed fields, with an empty payload.
+    fn load_fixed(r: &mut Reader) -> Result<Self, DecodeError> {
         let disk = r.u16()?;
         let enc = r.u8()?;
         let encoding = Encoding::from_byte(enc).ok_or(DecodeError::UnknownEncoding(enc))?;
@@ -56,18 +63,22 @@ impl Data {
             return Err(DecodeError::BadRawLength);
         }
         let digest = r.digest()?;
-        let payload = r.rest();
-        if !payload_fits(encoding, raw_len, payload.len()) {
-            return Err(DecodeError::BadPayloadLength);
-        }
         Ok(Self {
             disk,
             encoding,
             offset,
             raw_len,
             digest,
-            payload,
+            payload: Bytes::new(),
         })
+    }
+
+    fn check_payload(self) -> Result<Self, DecodeError> {
+        if payload_fits(self.encoding, self.raw_len, self.payload.len()) {
+            Ok(self)
+        } else {
+            Err(DecodeError::BadPayloadLength)
+        }
     }
 
     pub(super) fn body_len(&self) -> usize {
@@ -129,6 +140,29 @@ pub fn encode_data_head(
     out
 }
 
+/// Decodes a DATA frame whose head (the first [`DATA_HEAD_LEN`] bytes: frame header and fixed
+/// fields) and payload were read apart, so that a receiver can read large payloads straight
+/// into buffers of its own. Checks everything [`decode`](super::decode) checks of a DATA
+/// frame; a head that is not a DATA frame's, or a payload of another length than the head
+/// announces, is refused too.
+pub fn decode_data(head: &[u8; DATA_HEAD_LEN], payload: Bytes) -> Result<Data, DecodeError> {
+    let (header, fixed) = head
+        .split_first_chunk::<FRAME_HEADER_LEN>()
+        .expect("long enough");
+    let header = Header::decode(header)?;
+    if header.frame_type != FrameType::Data {
+        return Err(DecodeError::UnknownType(head[0]));
+    }
+    if header.body_len as usize != DATA_FIXED_LEN + payload.len() {
+        return Err(DecodeError::BadPayloadLength);
+    }
+    let mut r = Reader::new(Bytes::copy_from_slice(fixed));
+    let mut data = Data::load_fixed(&mut r)?;
+    r.finish()?;
+    data.payload = payload;
+    data.check_payload()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +206,77 @@ mod tests {
             assert_eq!(&frame[..DATA_HEAD_LEN], &head[..]);
             assert_eq!(frame.len(), DATA_HEAD_LEN + payload_len);
         }
+    }
+
+    /// `decode_data` on a whole encoded DATA frame split at the head.
+    fn decode_split(frame: &[u8]) -> Result<Data, DecodeError> {
+        let (head, payload) = frame.split_first_chunk::<DATA_HEAD_LEN>().unwrap();
+        decode_data(head, Bytes::copy_from_slice(payload))
+    }
+
+    #[test]
+    fn decode_data_agrees_with_decode() {
+        let max = MAX_BLOCK_SIZE;
+        for (enc, raw_len, payload_len) in [
+            (0, 1, 1),
+            (0, max, max as usize),
+            (1, max, max as usize - 1),
+            (2, max, 0),
+            // Refused by both: lengths that do not fit the encoding, bad fields.
+            (0, 4096, 4095),
+            (1, 4096, 4096),
+            (2, 4096, 1),
+            (3, 4096, 4096),
+            (0, 0, 0),
+            (0, max + 1, max as usize + 1),
+        ] {
+            let b = fixed(enc, 0, raw_len).bytes(&vec![5; payload_len]).0;
+            let frame = testutil::raw_frame(FrameType::Data, &b);
+            let whole = decode_one(&frame).map(|f| match f {
+                Some(Frame::Data(d)) => d,
+                other => panic!("{other:?}"),
+            });
+            let split = decode_split(&frame);
+            assert_eq!(split, whole, "{enc} {raw_len} {payload_len}");
+        }
+        let b = fixed(0, 1, 4096).bytes(&[0; 4096]).0;
+        let frame = testutil::raw_frame(FrameType::Data, &b);
+        assert_eq!(decode_split(&frame), Err(DecodeError::NonzeroReserved));
+    }
+
+    #[test]
+    fn decode_data_refuses_what_does_not_match_the_head() {
+        let b = fixed(0, 0, 4096).bytes(&[7; 4096]).0;
+        let frame = testutil::raw_frame(FrameType::Data, &b);
+        let (head, payload) = frame.split_first_chunk::<DATA_HEAD_LEN>().unwrap();
+        // A payload shorter or longer than the header's body length.
+        for len in [0, 4095] {
+            let short = Bytes::copy_from_slice(&payload[..len]);
+            assert_eq!(decode_data(head, short), Err(DecodeError::BadPayloadLength));
+        }
+        let mut long = payload.to_vec();
+        long.push(0);
+        assert_eq!(
+            decode_data(head, long.into()),
+            Err(DecodeError::BadPayloadLength)
+        );
+        // Another frame type's header: too long for an ACK, of the wrong type for HASHES.
+        let mut other = *head;
+        other[0] = FrameType::Ack as u8;
+        let e = decode_data(&other, Bytes::copy_from_slice(payload));
+        assert!(matches!(e, Err(DecodeError::TooLong { .. })), "{e:?}");
+        other[0] = FrameType::Hashes as u8;
+        assert_eq!(
+            decode_data(&other, Bytes::copy_from_slice(payload)),
+            Err(DecodeError::UnknownType(FrameType::Hashes as u8))
+        );
+        // A header no frame may have.
+        let mut bad = *head;
+        bad[1] = 1;
+        assert_eq!(
+            decode_data(&bad, Bytes::copy_from_slice(payload)),
+            Err(DecodeError::NonzeroFlags)
+        );
     }
 
     #[test]

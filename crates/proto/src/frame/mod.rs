@@ -20,7 +20,7 @@ mod hello;
 mod welcome;
 
 pub use ack::Ack;
-pub use data::{encode_data_head, payload_fits, Data, DATA_HEAD_LEN};
+pub use data::{decode_data, encode_data_head, payload_fits, Data, DATA_HEAD_LEN};
 pub use done::Done;
 pub use end::End;
 pub use error::ErrorFrame;
