@@ -1,17 +1,22 @@
 //! Compression that pays: per chunk, whether to try lz4.
 //!
 //! lz4 costs about 2-3 ms of a core per MiB of real files and saves half of it or more on the
-//! wire. That pays on a link slower than the encoders, and costs throughput on a link faster
-//! than they are (a LAN, loopback), or on data that does not compress. So the encoders try
-//! lz4 on a share of the chunks (the *level*, in eighths), which the sending loop adjusts
-//! from what it sees between the stages every [`WINDOW`] chunks:
+//! wire. That pays on a link slower than the encoders (a WAN, a rate limit), and costs
+//! throughput where the link is faster than they are (a LAN, loopback, a CPU shared with
+//! other work). So the encoders try lz4 on a share `p` of the chunks, set from what is
+//! measured while the transfer runs:
 //!
-//! - the encoded queue mostly full: the link (or a rate limit) is the bottleneck, and the
-//!   encoders have time to spare: compress more;
-//! - the encoded queue mostly empty while chunks wait for encoders: the encoders are the
-//!   bottleneck: compress less;
-//! - both queues mostly empty: reading is the bottleneck, and compressing is free: compress
-//!   more.
+//! - `c_z` and `c_h`, the encoders' seconds per raw byte with and without lz4 (wall time of
+//!   each encode, so a CPU shared with other work shows as a slower encoder);
+//! - `r`, the recent ratio of compressed to raw bytes;
+//! - `L`, the link's rate: wire bytes per second of time the sending loop spent writing them
+//!   (socket, TLS, rate limit included; time waiting for chunks excluded).
+//!
+//! With `E` encoders, they deliver `E / (p c_z + (1 - p) c_h)` raw bytes per second and the
+//! link carries `L / (p r + 1 - p)`; the best share is where the two meet,
+//! `p = (E - L c_h) / (E (1 - r) + L (c_z - c_h))`, all compression when the encoders keep up
+//! with the link anyway, none when even uncompressed chunks saturate the link. It is kept in
+//! eighths of the chunks, spread evenly, and recomputed every [`WINDOW`].
 //!
 //! Apart from that, data that does not compress (recent chunks saved under 3%: media,
 //! encrypted or already compressed files) is tried only one chunk in 16, to notice when it
@@ -19,20 +24,26 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::time::Duration;
 
-/// Chunks per level decision.
-pub(crate) const WINDOW: u32 = 32;
-/// The level's unit: eighths of the chunks.
+/// How often the share is recomputed, and the least writing time that counts as a sample.
+pub(crate) const WINDOW: Duration = Duration::from_millis(100);
+/// The share's unit: eighths of the chunks.
 const SLOTS: u32 = 8;
 /// A ratio (compressed / raw, in 1/1024) at or above which data counts as incompressible.
 const INCOMPRESSIBLE: u32 = 993;
 /// How often incompressible data is still tried.
 const PROBE_EVERY: u64 = 16;
+/// Encoding costs before any is measured, picoseconds per byte: lz4 on real files about
+/// 0.4 GB/s, blake3 alone about 4 GB/s.
+const GUESS_LZ4: u64 = 2500;
+const GUESS_HASH: u64 = 250;
 
 /// How the sender compresses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// Try lz4 where it pays, adapting to the link and the data (the default).
+    /// Try lz4 where it pays, from the measured speeds of the link and the encoders (the
+    /// default).
     #[default]
     Auto,
     /// Try lz4 on every chunk that is not all zeros.
@@ -41,28 +52,55 @@ pub enum Compression {
     Never,
 }
 
-/// The encoders' shared decision, adjusted by the sending loop.
+/// An average of recent samples, shared between threads (racing updates lose a sample).
+#[derive(Debug)]
+struct Average(AtomicU64);
+
+impl Average {
+    fn new(v: u64) -> Self {
+        Self(AtomicU64::new(v))
+    }
+
+    fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+
+    /// Over about the last 8 samples.
+    fn add(&self, sample: u64) {
+        let old = self.0.load(Relaxed);
+        self.0.store((old * 7 + sample) / 8, Relaxed);
+    }
+}
+
+/// The encoders' shared decision, set by the sending loop.
 #[derive(Debug)]
 pub(crate) struct Adaptive {
     mode: Compression,
+    encoders: usize,
     /// Eighths of the chunks lz4 is tried on, 0..=SLOTS.
     level: AtomicU32,
     /// Chunks decided, for spreading the level evenly.
     decided: AtomicU64,
     /// Recent ratio of compressed to raw bytes, in 1/1024, over chunks tried.
-    ratio: AtomicU32,
+    ratio: Average,
+    /// Encoding costs, picoseconds per raw byte: with lz4, and without.
+    cost_lz4: Average,
+    cost_hash: Average,
     /// Chunks tried and skipped, for the summary.
     pub tried: AtomicU64,
     pub skipped: AtomicU64,
 }
 
 impl Adaptive {
-    pub fn new(mode: Compression) -> Self {
+    pub fn new(mode: Compression, encoders: usize) -> Self {
         Self {
             mode,
+            encoders: encoders.max(1),
             level: AtomicU32::new(SLOTS),
             decided: AtomicU64::new(0),
-            ratio: AtomicU32::new(512),
+            ratio: Average::new(512),
+            cost_lz4: Average::new(GUESS_LZ4),
+            cost_hash: Average::new(GUESS_HASH),
             tried: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
         }
@@ -75,7 +113,7 @@ impl Adaptive {
         let yes = match self.mode {
             Compression::Always => true,
             Compression::Never => false,
-            Compression::Auto if self.ratio.load(Relaxed) >= INCOMPRESSIBLE => {
+            Compression::Auto if self.ratio.get() >= u64::from(INCOMPRESSIBLE) => {
                 n.is_multiple_of(PROBE_EVERY)
             }
             // Spread: `level` of every SLOTS consecutive chunks.
@@ -86,30 +124,45 @@ impl Adaptive {
         yes
     }
 
-    /// After trying lz4 on a chunk of `raw` bytes that came to `compressed` bytes (`raw`
-    /// when it did not shrink).
-    pub fn tried(&self, raw: usize, compressed: usize) {
+    /// After encoding a chunk (not all zeros) of `raw` bytes in `took`: with lz4, to
+    /// `compressed` bytes (`raw` when it did not shrink), or without (`None`).
+    pub fn encoded(&self, raw: usize, compressed: Option<usize>, took: Duration) {
         if raw == 0 {
             return;
         }
-        let r = (compressed.min(raw) * 1024 / raw) as u32;
-        // An average over about the last 8 chunks tried; racing updates lose one sample.
-        let old = self.ratio.load(Relaxed);
-        self.ratio.store((old * 7 + r) / 8, Relaxed);
+        let cost = (took.as_nanos() * 1000 / raw as u128).min(u128::from(u32::MAX)) as u64;
+        match compressed {
+            Some(c) => {
+                self.ratio.add((c.min(raw) * 1024 / raw) as u64);
+                self.cost_lz4.add(cost);
+            }
+            None => self.cost_hash.add(cost),
+        }
     }
 
-    /// Adjusts the level from a window of observations (see the module's doc).
-    pub fn observe(&self, w: &Pressure) {
-        if self.mode != Compression::Auto || w.chunks == 0 {
+    /// Sets the share from the link's measured rate, `wire` bytes written in `writing`.
+    pub fn link(&self, wire: u64, writing: Duration) {
+        if self.mode != Compression::Auto || writing.is_zero() {
             return;
         }
-        let level = self.level.load(Relaxed);
-        let next = match w.verdict() {
-            Bottleneck::Link | Bottleneck::Reading => (level + 1).min(SLOTS),
-            Bottleneck::Encoders => level.saturating_sub(1),
-            Bottleneck::Unclear => level,
-        };
-        self.level.store(next, Relaxed);
+        let link = wire as f64 / writing.as_secs_f64();
+        let p = best_share(
+            self.encoders as f64,
+            self.cost_lz4.get() as f64 * 1e-12,
+            self.cost_hash.get() as f64 * 1e-12,
+            self.ratio.get() as f64 / 1024.0,
+            link,
+        );
+        tracing::trace!(
+            link_mb_s = link / 1e6,
+            lz4_mb_s = 1e6 / self.cost_lz4.get() as f64,
+            hash_mb_s = 1e6 / self.cost_hash.get() as f64,
+            ratio = self.ratio.get() as f64 / 1024.0,
+            share = p,
+            "compression"
+        );
+        self.level
+            .store((p * f64::from(SLOTS)).round() as u32, Relaxed);
     }
 
     #[cfg(test)]
@@ -118,52 +171,37 @@ impl Adaptive {
     }
 }
 
-/// What the sending loop saw over a window of chunks: how full the queues between the stages
-/// were when it took each chunk.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct Pressure {
-    pub chunks: u32,
-    /// Chunks taken with the encoded queue at least half full.
-    pub encoded_full: u32,
-    /// Chunks taken with the encoded queue empty.
-    pub encoded_empty: u32,
-    /// Chunks taken with at least one read chunk waiting for an encoder.
-    pub jobs_waiting: u32,
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Bottleneck {
-    Link,
-    Encoders,
-    Reading,
-    Unclear,
-}
-
-impl Pressure {
-    /// Notes one chunk taken, with the queues' fill then.
-    pub fn note(&mut self, encoded: usize, encoded_capacity: usize, jobs: usize) {
-        self.chunks += 1;
-        if encoded * 2 >= encoded_capacity {
-            self.encoded_full += 1;
-        }
-        if encoded == 0 {
-            self.encoded_empty += 1;
-        }
-        if jobs > 0 {
-            self.jobs_waiting += 1;
-        }
+/// The share of chunks to compress (0..=1) where `encoders` encoders costing `c_z` (lz4) or
+/// `c_h` (hash only) seconds per byte and a link of `link` bytes per second, with lz4
+/// shrinking data to `ratio`, deliver the most; see the module's doc.
+fn best_share(encoders: f64, c_z: f64, c_h: f64, ratio: f64, link: f64) -> f64 {
+    let saved = 1.0 - ratio;
+    let extra = (c_z - c_h).max(0.0);
+    if saved <= 0.0 {
+        return 0.0;
     }
+    if extra == 0.0 {
+        return 1.0;
+    }
+    let over = encoders * saved + link * extra;
+    ((encoders - link * c_h) / over).clamp(0.0, 1.0)
+}
 
-    fn verdict(&self) -> Bottleneck {
-        let most = |n: u32| n * 2 > self.chunks;
-        if most(self.encoded_full) {
-            Bottleneck::Link
-        } else if most(self.encoded_empty) && most(self.jobs_waiting) {
-            Bottleneck::Encoders
-        } else if most(self.encoded_empty) {
-            Bottleneck::Reading
-        } else {
-            Bottleneck::Unclear
+/// What the sending loop measures of the link: wire bytes and the time spent writing them.
+#[derive(Debug, Default)]
+pub(crate) struct LinkMeter {
+    wire: u64,
+    writing: Duration,
+}
+
+impl LinkMeter {
+    /// Notes `wire` bytes written in `took`; every [`WINDOW`] of writing, updates the share.
+    pub fn wrote(&mut self, adaptive: &Adaptive, wire: u64, took: Duration) {
+        self.wire += wire;
+        self.writing += took;
+        if self.writing >= WINDOW {
+            adaptive.link(self.wire, self.writing);
+            *self = Self::default();
         }
     }
 }
@@ -172,69 +210,81 @@ impl Pressure {
 mod tests {
     use super::*;
 
-    fn window(encoded: usize, jobs: usize) -> Pressure {
-        let mut p = Pressure::default();
-        for _ in 0..WINDOW {
-            p.note(encoded, 8, jobs);
-        }
-        p
-    }
-
     fn share(a: &Adaptive, n: usize) -> usize {
         (0..n).filter(|_| a.try_next()).count()
     }
 
+    const GB: f64 = 1e9;
+
     #[test]
-    fn the_level_follows_the_bottleneck() {
-        let a = Adaptive::new(Compression::Auto);
+    fn the_share_balances_encoders_and_link() {
+        // Two encoders, lz4 at 0.4 GB/s and hashing at 4 GB/s each, halving the data.
+        let best = |link| best_share(2.0, 1.0 / (0.4 * GB), 1.0 / (4.0 * GB), 0.5, link);
+        // A WAN: compress everything (the encoders deliver 0.8 GB/s, far above the link).
+        assert_eq!(best(0.05 * GB), 1.0);
+        assert_eq!(best(0.4 * GB), 1.0);
+        // A link faster than compression: part of it, where both deliver the same.
+        let p = best(1.2 * GB);
+        assert!(p > 0.0 && p < 1.0, "{p}");
+        let enc = 2.0 / (p / (0.4 * GB) + (1.0 - p) / (4.0 * GB));
+        let link = 1.2 * GB / (p * 0.5 + 1.0 - p);
+        assert!((enc - link).abs() / link < 1e-9, "{enc} {link}");
+        // A link faster than even hashing alone: no compression.
+        assert_eq!(best(10.0 * GB), 0.0);
+        // Data that does not shrink: never worth it; compression that costs nothing: always.
+        assert_eq!(best_share(2.0, 1e-9, 1e-10, 1.0, 0.01 * GB), 0.0);
+        assert_eq!(best_share(2.0, 1e-10, 1e-10, 0.5, 10.0 * GB), 1.0);
+    }
+
+    #[test]
+    fn the_level_follows_the_measurements() {
+        let a = Adaptive::new(Compression::Auto, 2);
         assert_eq!(share(&a, 64), 64, "starts compressing everything");
-        // Encoders behind a fast link: down a step per window, to nothing.
-        for expected in (0..SLOTS).rev() {
-            a.observe(&window(0, 4));
-            assert_eq!(a.level(), expected);
+        // Encoders measured at 0.4 GB/s with lz4 (halving), 4 GB/s without.
+        for _ in 0..32 {
+            a.encoded(1 << 20, Some(1 << 19), Duration::from_micros(2621));
+            a.encoded(1 << 20, None, Duration::from_micros(262));
         }
-        a.observe(&window(0, 4));
-        assert_eq!(a.level(), 0);
-        assert_eq!(share(&a, 64), 0);
-        // The link backs up: up again.
-        a.observe(&window(6, 4));
-        assert_eq!(a.level(), 1);
-        assert_eq!(share(&a, 64), 8, "one in eight, spread evenly");
-        // Reading is the bottleneck: compression is free.
-        a.observe(&window(0, 0));
-        assert_eq!(a.level(), 2);
-        assert_eq!(share(&a, 64), 16);
-        // In between: no change.
-        a.observe(&window(2, 4));
-        assert_eq!(a.level(), 2);
+        let mut meter = LinkMeter::default();
+        // A fast link: 1.2 GB/s.
         for _ in 0..20 {
-            a.observe(&window(8, 8));
+            meter.wrote(&a, 12_000_000, Duration::from_millis(10));
         }
+        let level = a.level();
+        assert!(level > 0 && level < SLOTS, "{level}");
+        assert_eq!(share(&a, 64), 8 * level as usize, "spread evenly");
+        // A slow one: 100 MB/s.
+        for _ in 0..20 {
+            meter.wrote(&a, 1_000_000, Duration::from_millis(10));
+        }
+        assert_eq!(a.level(), SLOTS);
+        // Less than a window of writing changes nothing yet.
+        meter.wrote(&a, 1_000_000_000, Duration::from_millis(50));
         assert_eq!(a.level(), SLOTS);
     }
 
     #[test]
     fn incompressible_data_is_only_probed() {
-        let a = Adaptive::new(Compression::Auto);
+        let a = Adaptive::new(Compression::Auto, 2);
         for _ in 0..40 {
-            a.tried(1 << 20, 1 << 20);
+            a.encoded(1 << 20, Some(1 << 20), Duration::from_millis(1));
         }
         assert_eq!(share(&a, 160), 10, "one chunk in 16");
         // It starts compressing again: back to the level.
         for _ in 0..40 {
-            a.tried(1 << 20, 300_000);
+            a.encoded(1 << 20, Some(300_000), Duration::from_millis(1));
         }
         assert_eq!(share(&a, 64), 64);
     }
 
     #[test]
     fn fixed_modes_ignore_what_they_see() {
-        let always = Adaptive::new(Compression::Always);
-        let never = Adaptive::new(Compression::Never);
+        let always = Adaptive::new(Compression::Always, 2);
+        let never = Adaptive::new(Compression::Never, 2);
         for a in [&always, &never] {
             for _ in 0..20 {
-                a.observe(&window(0, 4));
-                a.tried(1 << 20, 1 << 20);
+                a.encoded(1 << 20, Some(1 << 20), Duration::from_millis(3));
+                a.link(10_000_000_000, Duration::from_secs(1));
             }
         }
         assert_eq!(share(&always, 50), 50);

@@ -35,7 +35,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::adapt::{self, Adaptive, Pressure};
+use super::adapt::{Adaptive, LinkMeter};
 use super::connect::{peer_error, read_failure, Link};
 use super::delta::{self, Probe};
 use super::{plan, Control, SendConfig};
@@ -212,9 +212,9 @@ struct Stream<'a> {
     /// Set when the over-speed protection tripped: the round ends like a STOP, then fails.
     over: Option<blockrep_rate::OverSpeed>,
     delta: DeltaFlow,
-    /// The encoders' compression decision, and what this loop sees of the queues for it.
+    /// The encoders' compression decision, and what this loop measures of the link for it.
     adaptive: &'a Adaptive,
-    pressure: Pressure,
+    meter: LinkMeter,
 }
 
 impl Stream<'_> {
@@ -276,7 +276,6 @@ impl Stream<'_> {
     async fn write_all(
         &mut self,
         enc_rx: &mut mpsc::Receiver<Encoded>,
-        jobs: &crossbeam_channel::Receiver<Job>,
         probes: &mut mpsc::Receiver<Probe>,
         raw_pool: &Pool<AlignedBuf>,
         lz4_pool: &Pool<Vec<u8>>,
@@ -315,11 +314,8 @@ impl Stream<'_> {
                     if !owed {
                         last_ack = Instant::now();
                     }
-                    self.pressure.note(enc_rx.len(), enc_rx.max_capacity(), jobs.len());
-                    if self.pressure.chunks >= adapt::WINDOW {
-                        self.adaptive.observe(&std::mem::take(&mut self.pressure));
-                    }
-                    self.write_chunk(&chunk).await?;
+                    let writing = Instant::now();
+                    let wire = self.write_chunk(&chunk).await?;
                     if self.over.is_none() {
                         if let Some(o) = self.config.limits.over_speed() {
                             tracing::warn!("{o}: stopping as a protection");
@@ -334,6 +330,7 @@ impl Stream<'_> {
                     if enc_rx.is_empty() {
                         self.link.wr.flush().await.map_err(|e| self.transport(e))?;
                     }
+                    self.meter.wrote(self.adaptive, wire, writing.elapsed());
                 }
                 _ = tokio::time::sleep_until(deadline), if owed => {
                     return Err(Error::Transport(format!(
@@ -377,7 +374,8 @@ impl Stream<'_> {
         Ok(())
     }
 
-    async fn write_chunk(&mut self, chunk: &Encoded) -> Result<(), Error> {
+    /// Writes one DATA frame; its length on the wire.
+    async fn write_chunk(&mut self, chunk: &Encoded) -> Result<u64, Error> {
         let payload = chunk.payload();
         let raw_len = chunk.raw.len() as u32;
         let head = encode_data_head(
@@ -404,14 +402,13 @@ impl Stream<'_> {
             raw_len,
         });
         let progress = &self.control.progress;
+        let wire = (head.len() + payload.len()) as u64;
         progress.sent.fetch_add(u64::from(raw_len), Relaxed);
-        progress
-            .wire
-            .fetch_add((head.len() + payload.len()) as u64, Relaxed);
+        progress.wire.fetch_add(wire, Relaxed);
         if chunk.encoding == Encoding::Zero {
             progress.zero.fetch_add(u64::from(raw_len), Relaxed);
         }
-        Ok(())
+        Ok(wire)
     }
 
     fn transport(&self, e: std::io::Error) -> Error {
@@ -479,7 +476,7 @@ pub(crate) async fn stream(
     let window = Arc::new(Window::new(window_len));
     let failure: Arc<Mutex<Option<Error>>> = Arc::default();
     let workers = config.workers.max(1);
-    let adaptive = Arc::new(Adaptive::new(config.compression));
+    let adaptive = Arc::new(Adaptive::new(config.compression, workers));
     let raw_pool = Pool::new(4 * workers + 4 + READERS);
     let lz4_pool = Pool::new(4 * workers + 4);
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
@@ -586,15 +583,17 @@ pub(crate) async fn stream(
             spawn(&format!("blockrep-enc{i}"), move || {
                 let mut compressed = lz4_pool.take();
                 for job in job_rx {
-                    let e = if adaptive.try_next() {
-                        let e = blockrep_chunk::encode(&job.raw, &mut compressed);
-                        if e.encoding != Encoding::Zero {
-                            adaptive.tried(job.raw.len(), e.payload_len);
-                        }
-                        e
+                    let started = Instant::now();
+                    let lz4 = adaptive.try_next();
+                    let e = if lz4 {
+                        blockrep_chunk::encode(&job.raw, &mut compressed)
                     } else {
                         blockrep_chunk::encode_uncompressed(&job.raw)
                     };
+                    if e.encoding != Encoding::Zero {
+                        let c = lz4.then_some(e.payload_len);
+                        adaptive.encoded(job.raw.len(), c, started.elapsed());
+                    }
                     let compressed = (e.encoding == Encoding::Lz4)
                         .then(|| std::mem::replace(&mut compressed, lz4_pool.take()));
                     let out = Encoded {
@@ -623,10 +622,10 @@ pub(crate) async fn stream(
         over: None,
         delta: flow,
         adaptive: &adaptive,
-        pressure: Pressure::default(),
+        meter: LinkMeter::default(),
     };
     let written = match st
-        .write_all(&mut enc_rx, &job_rx, &mut probe_rx, &raw_pool, &lz4_pool)
+        .write_all(&mut enc_rx, &mut probe_rx, &raw_pool, &lz4_pool)
         .await
     {
         Err(e @ Error::Transport(_)) => Err(st.explain(e).await),
