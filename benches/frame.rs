@@ -63,6 +63,7 @@ fn hello() -> Frame {
             })
             .collect(),
         verify: false,
+        join: false,
     })
 }
 

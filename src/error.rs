@@ -138,6 +138,12 @@ pub enum Error {
         /// The session id.
         session: String,
     },
+    /// Another stream of a session that is not open here (`SMS.1908`, retryable).
+    #[error("the receiver has no open session {session:?} for another stream to join (its first connection ended); the transfer reconnects")]
+    NotOpen {
+        /// The session id.
+        session: String,
+    },
     /// The session id was started with other disks (`SMS.1504`).
     #[error("session {session:?} was started with {journal}, but this sender announces {hello}; resume it with the same disks, or use a new --session id")]
     SessionLayout {
@@ -184,7 +190,9 @@ impl Error {
             Self::DiskSize { .. } | Self::SessionLayout { .. } => codes::DISK_SIZE,
             Self::SessionOwner { .. } => codes::TLS,
             Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
-            Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) => codes::TRANSMISSION,
+            Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) | Self::NotOpen { .. } => {
+                codes::TRANSMISSION
+            }
             Self::Rules(e) => e.code(),
             Self::Verify(_) | Self::UnknownSession { .. } => codes::VERIFY,
         }
@@ -195,7 +203,10 @@ impl Error {
     /// disk errors, bad data, protection stops).
     pub fn retryable(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Transport(_) | Self::Busy { .. } => true,
+            Self::Connect { .. }
+            | Self::Transport(_)
+            | Self::Busy { .. }
+            | Self::NotOpen { .. } => true,
             Self::Peer { code, .. } => code == codes::TRANSMISSION,
             _ => false,
         }

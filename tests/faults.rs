@@ -257,6 +257,7 @@ fn hello(id: &str, size: u64) -> Vec<u8> {
             block_size: 64 << 10,
         }],
         verify: false,
+        join: false,
     })
     .encode(&mut buf);
     buf.to_vec()

@@ -281,6 +281,7 @@ fn hello(id: &str, size: u64) -> Frame {
             block_size: 64 << 10,
         }],
         verify: false,
+        join: false,
     })
 }
 
@@ -554,5 +555,138 @@ async fn tls_without_hello_is_closed_after_the_handshake_timeout() {
         .await
         .unwrap();
     assert_eq!(next_frame(&mut tls).await, None, "closed without a HELLO");
+    proper_client_succeeds(s).await;
+}
+
+// ---- More streams of a session (HELLO JOIN). ----
+
+/// A client certificate issued by the same CA as `pki`'s, for another client (openssl).
+fn another_client(pki: &Pki) -> Arc<rustls::ClientConfig> {
+    let dir = pki.dir.path();
+    let (key, csr, cert) = (
+        dir.join("other.key"),
+        dir.join("other.csr"),
+        dir.join("other.pem"),
+    );
+    let ext = dir.join("other.ext");
+    std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("openssl (scripts/install-deps installs it)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let p = |p: &Path| p.to_str().unwrap().to_owned();
+    run(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        &p(&key),
+        "-subj",
+        "/CN=another-agent",
+        "-out",
+        &p(&csr),
+    ]);
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        &p(&csr),
+        "-CA",
+        &p(&pki.files.ca),
+        "-CAkey",
+        &p(&pki.files.ca_key),
+        "-set_serial",
+        "4242",
+        "-days",
+        "1",
+        "-extfile",
+        &p(&ext),
+        "-out",
+        &p(&cert),
+    ]);
+    blockrep::tls::client_config(&pki.files.ca, &cert, &key).unwrap()
+}
+
+/// Connects with `tls`, says `hello`, and returns the connection and the first answer.
+async fn say_hello(s: &Setup, tls: Arc<rustls::ClientConfig>, hello: Frame) -> (Tls, Frame) {
+    let tcp = TcpStream::connect(s.rx.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut conn = tokio_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let mut buf = BytesMut::new();
+    hello.encode(&mut buf);
+    conn.write_all(&buf).await.unwrap();
+    let answer = next_frame(&mut conn).await.expect("an answer to HELLO");
+    (conn, answer)
+}
+
+fn join(size: u64) -> Frame {
+    match hello("d0", size) {
+        Frame::Hello(h) => Frame::Hello(Hello { join: true, ..h }),
+        _ => unreachable!(),
+    }
+}
+
+fn refused_with(answer: Frame, code: &str) {
+    match answer {
+        Frame::Error(e) => assert_eq!(e.code, code, "{e:?}"),
+        other => panic!("expected ERROR {code}, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_joins_only_an_open_session_of_its_client_with_its_disks() {
+    let s = setup().await;
+    let other = another_client(&s.pki);
+    // No session of that id is open: SMS.1908 (the sender reconnects).
+    refused_with(
+        say_hello(&s, s.pki.client(), join(SIZE)).await.1,
+        "SMS.1908",
+    );
+    let first = hostile_session(&s).await;
+    // Another client of the same CA: SMS.0304, whatever the disks.
+    refused_with(say_hello(&s, other.clone(), join(SIZE)).await.1, "SMS.0304");
+    // The same client with other disks: SMS.1504.
+    refused_with(
+        say_hello(&s, s.pki.client(), join(SIZE + 4096)).await.1,
+        "SMS.1504",
+    );
+    // The same client with the same disks joins, and may write the session's disk even
+    // though the first connection holds it.
+    let (mut stream, answer) = say_hello(&s, s.pki.client(), join(SIZE)).await;
+    match answer {
+        Frame::Welcome(w) => assert!(w.held.iter().all(Vec::is_empty), "{w:?}"),
+        other => panic!("expected WELCOME, got {other:?}"),
+    }
+    let chunk = vec![0x5a; 64 << 10];
+    let frame = data_frame(0, Encoding::Raw, 0, &chunk, &chunk);
+    stream.write_all(&frame).await.unwrap();
+    match next_frame(&mut stream).await {
+        Some(Frame::Ack(a)) => assert_eq!(a.frames, 1, "{a:?}"),
+        other => panic!("expected ACK, got {other:?}"),
+    }
+    let written = std::fs::read(&s.dst).unwrap();
+    assert!(written[..64 << 10].iter().all(|&b| b == 0x5a));
+    // Once the session's first connection is gone, nothing joins it.
+    drop((first, stream));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = say_hello(&s, s.pki.client(), join(SIZE)).await.1;
+        match answer {
+            Frame::Welcome(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => break refused_with(other, "SMS.1908"),
+        }
+    }
     proper_client_succeeds(s).await;
 }

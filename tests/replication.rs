@@ -318,3 +318,38 @@ async fn block_devices_as_source_and_target() {
     drop((ls, ld));
     assert!(cmp(&src, &dst), "the backing files differ");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn several_streams_carry_one_session() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let (src, dst) = (dir.path().join("src.img"), dir.path().join("dst.img"));
+    let mut layout = mixed();
+    layout.insert(0, Region::Random(24 * MIB));
+    let size = make_image(&src, &layout, 11);
+    make_target(&dst, size);
+    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    let mut c = config(&pki, rx.addr, &[("d0", &src)]);
+    c.streams = 3;
+    c.block_size = 256 << 10;
+    c.window = 4 * MIB;
+    let summary = sender::send(c, Control::new())
+        .await
+        .expect("transfer succeeds");
+    assert!(summary.complete);
+    assert_eq!(summary.acked_bytes, size, "{summary:?}");
+    assert_eq!(summary.sent_bytes, size, "no chunk went twice: {summary:?}");
+    let outcome = rx.stop().await;
+    assert_eq!((outcome.succeeded, outcome.failed), (1, 0), "{outcome:?}");
+    // Both other streams ended well, and between them carried part of the disk, not all.
+    assert_eq!(outcome.streams, 2, "{outcome:?}");
+    eprintln!(
+        "other streams carried {} of {size} bytes",
+        outcome.stream_bytes
+    );
+    assert!(
+        outcome.stream_bytes > 0 && outcome.stream_bytes < size,
+        "{outcome:?}"
+    );
+    assert!(cmp(&src, &dst), "cmp says the target differs");
+}

@@ -353,3 +353,52 @@ async fn a_sender_killed_and_rerun_resumes() {
         sent.saturating_sub(size - durable_before)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_on_several_streams_resumes_when_one_drops() {
+    let pki = Pki::new();
+    let Files {
+        _dir,
+        src,
+        dst,
+        state,
+        size,
+    } = files(&realistic(), 8);
+    let mut config = receiver_config(&pki, &[("d0", &dst)]);
+    config.state_dir = Some(state);
+    let rx = Receiver::start(config).await;
+    // Connection 0 is the first attempt's session, 1 and 2 its other streams: the second is
+    // cut after a twelfth of the disk, so the whole attempt fails and is made again.
+    let proxy = Proxy::start(rx.addr, vec![u64::MAX, size / 12, u64::MAX]).await;
+    let mut c = SendConfig::new(
+        proxy.addr.to_string(),
+        pki.client(),
+        vec![SourceSpec::new("d0", &src)],
+    );
+    c.mode = Mode::Full;
+    c.session_id = "streams-resume".into();
+    c.streams = 3;
+    c.block_size = 256 << 10;
+    c.window = 8 * MIB;
+    c.retry = quick_retry();
+    c.io_timeout = Duration::from_secs(10);
+    let s = sender::send(c.clone(), Control::new())
+        .await
+        .expect("the send completes by itself");
+    assert!(s.complete, "{s:?}");
+    assert_eq!(s.reconnects, 1, "{s:?}");
+    assert!(cmp(&src, &dst));
+    let resent = s.sent_bytes - size;
+    assert!(resent <= 8 * MIB, "re-sent {resent} bytes: {s:?}");
+    assert!(
+        proxy.connections.load(std::sync::atomic::Ordering::Relaxed) >= 6,
+        "three streams, twice"
+    );
+    // Every stream's chunks went into the session's journal: sent again, the session
+    // finds everything held and sends nothing.
+    let again = sender::send(c, Control::new()).await.unwrap();
+    let outcome = rx.stop().await;
+    assert!(again.complete, "{again:?}");
+    assert_eq!(again.sent_bytes, 0, "{again:?}");
+    assert!(outcome.streams >= 2, "{outcome:?}");
+}

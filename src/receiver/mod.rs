@@ -1,10 +1,12 @@
 //! The receiver: accepts mutually authenticated TLS sessions and writes verified chunks to the
 //! target disks it was configured with, and to nothing else.
 //!
-//! Per connection, a task reads frames and a writer thread verifies (lz4, blake3) and writes
-//! them; the writer reports what is durable (fdatasync'ed) and only then is it acknowledged.
+//! Per connection, a task reads frames and a pool of writer threads verifies (lz4, blake3) and
+//! writes them; what is durable (fdatasync'ed) is reported and only then acknowledged. A
+//! session may come over several connections (streams): the first opens it and claims its
+//! disks, the others join it (HELLO JOIN) and write to the same disks and journal.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,7 +32,7 @@ mod writer;
 
 use hasher::Hasher;
 use journal::{DiskLayout, Header, Journal, JournalDir};
-use writer::{write_loop, WriteMsg, WriterEvent};
+use writer::{write_loop, SharedJournal, WriteMsg, WriterEvent};
 
 use crate::error::{codes, sanitize};
 use crate::framed::{write_frame, FrameReader, ReadError};
@@ -131,6 +133,20 @@ pub struct ServeOutcome {
     pub failed: u64,
     /// With `once`: the first session's result.
     pub first: Option<Result<SessionReport, String>>,
+    /// More streams of sessions (HELLO JOIN) that ended well, and the raw bytes they made
+    /// durable; a session's own figures are its first connection's.
+    pub streams: u64,
+    pub stream_bytes: u64,
+}
+
+/// How a connection ended.
+enum Ended {
+    /// It never became a session (handshake failure, garbage, timeout before HELLO).
+    NoSession,
+    /// A session's first connection, or a verification.
+    Session(Result<SessionReport, Error>),
+    /// Another stream of a session.
+    Stream(Result<SessionReport, Error>),
 }
 
 struct Shared {
@@ -140,6 +156,37 @@ struct Shared {
     busy_disks: Mutex<HashSet<String>>,
     live: live::Live,
     journals: Option<JournalDir>,
+    /// Sessions open on their first connection, which more streams may join, by id.
+    open: Mutex<HashMap<String, Arc<OpenSession>>>,
+}
+
+/// What a stream joining a session shares with the session's first connection.
+struct OpenSession {
+    client: [u8; 32],
+    disks: Vec<DiskLayout>,
+    targets: Vec<Arc<TargetDisk>>,
+    journal: SharedJournal,
+}
+
+/// A session's place among the open ones; on drop it is removed (unless a newer connection
+/// of the session replaced it) and its journal closed to joined streams.
+struct OpenGuard<'a> {
+    shared: &'a Shared,
+    id: String,
+    open: Arc<OpenSession>,
+}
+
+impl Drop for OpenGuard<'_> {
+    fn drop(&mut self) {
+        let mut open = self.shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open
+            .get(&self.id)
+            .is_some_and(|o| Arc::ptr_eq(o, &self.open))
+        {
+            open.remove(&self.id);
+        }
+        *self.open.journal.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
 }
 
 /// Runs a receiver on `listener` until `shutdown` resolves (then finishes in-flight writes,
@@ -162,6 +209,7 @@ pub async fn serve(
         busy_disks: Mutex::new(HashSet::new()),
         live: live::Live::default(),
         journals,
+        open: Mutex::new(HashMap::new()),
         config,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -236,19 +284,26 @@ fn clean_journals(dir: &JournalDir, keep: Duration) {
 
 fn record(
     outcome: &mut ServeOutcome,
-    joined: Result<Option<Result<SessionReport, Error>>, tokio::task::JoinError>,
+    joined: Result<Ended, tokio::task::JoinError>,
 ) -> Option<Result<SessionReport, String>> {
     match joined {
-        Ok(Some(Ok(report))) => {
+        Ok(Ended::Session(Ok(report))) => {
             outcome.succeeded += u64::from(report.complete);
             outcome.failed += u64::from(!report.complete);
             Some(Ok(report))
         }
-        Ok(Some(Err(e))) => {
+        Ok(Ended::Session(Err(e))) => {
             outcome.failed += 1;
             Some(Err(e.user_line()))
         }
-        Ok(None) => None,
+        Ok(Ended::Stream(r)) => {
+            if let Ok(report) = r {
+                outcome.streams += 1;
+                outcome.stream_bytes += report.bytes;
+            }
+            None
+        }
+        Ok(Ended::NoSession) => None,
         Err(e) => {
             warn!("a connection task failed: {e}");
             outcome.failed += 1;
@@ -262,25 +317,24 @@ fn record(
 
 type Writer = WriteHalf<TlsStream<TcpStream>>;
 
-/// One connection: TLS, HELLO, then the session. `None` when it never became a session
-/// (handshake failure, garbage, timeout before HELLO).
+/// One connection: TLS, HELLO, then the session.
 async fn handle_connection(
     tcp: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
-) -> Option<Result<SessionReport, Error>> {
+) -> Ended {
     let _ = tcp.set_nodelay(true);
     let hs_timeout = shared.config.handshake_timeout;
     let tls = match tokio::time::timeout(hs_timeout, shared.acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             warn!(%peer, "TLS handshake failed: {e}");
-            return None;
+            return Ended::NoSession;
         }
         Err(_) => {
             warn!(%peer, "TLS handshake not finished within {} s; closing", hs_timeout.as_secs());
-            return None;
+            return Ended::NoSession;
         }
     };
     // Who the client is: only the certificate that started a session may resume it.
@@ -297,17 +351,17 @@ async fn handle_connection(
         Ok(Ok(Some(frame))) => frame,
         Ok(Ok(None)) => {
             warn!(%peer, "closed before HELLO");
-            return None;
+            return Ended::NoSession;
         }
         Ok(Err(e)) => {
             let e = read_error(e, peer);
             warn!(%peer, "before HELLO: {e}");
             send_error(&mut session, &mut wr, &e).await;
-            return None;
+            return Ended::NoSession;
         }
         Err(_) => {
             warn!(%peer, "no HELLO within {} s; closing", hs_timeout.as_secs());
-            return None;
+            return Ended::NoSession;
         }
     };
     let hello = match session.handle_frame(first) {
@@ -316,11 +370,16 @@ async fn handle_connection(
             warn!(%peer, "the first frame is not a valid HELLO; closing");
             let e = Error::Config("the first frame must be a valid HELLO".into());
             send_error(&mut session, &mut wr, &e).await;
-            return None;
+            return Ended::NoSession;
         }
     };
     let session_id = hello.session_id.clone();
-    info!(%peer, session = %session_id, agent = %sanitize(&hello.agent_version), disks = hello.disks.len(), "session opened");
+    let join = hello.join;
+    if join {
+        info!(%peer, session = %session_id, "another stream of the session");
+    } else {
+        info!(%peer, session = %session_id, agent = %sanitize(&hello.agent_version), disks = hello.disks.len(), "session opened");
+    }
     let result = run_session(
         &mut session,
         &mut reader,
@@ -330,12 +389,16 @@ async fn handle_connection(
             addr: peer,
             cert,
             verify: hello.verify,
+            join: hello.join,
         },
         &session_id,
         stop,
     )
     .await;
     match &result {
+        Ok(r) if join => {
+            info!(%peer, session = %session_id, bytes = r.bytes, "stream ended")
+        }
         Ok(r) => {
             info!(%peer, session = %session_id, complete = r.complete, bytes = r.bytes, "session ended")
         }
@@ -348,7 +411,11 @@ async fn handle_connection(
     if result.is_err() {
         reader.drain(LINGER).await;
     }
-    Some(result)
+    if join {
+        Ended::Stream(result)
+    } else {
+        Ended::Session(result)
+    }
 }
 
 /// Tells the sender why the session ends; best effort, bounded in time.
@@ -469,13 +536,25 @@ fn check_resumable(
     client: [u8; 32],
     disks: &[blockrep_proto::DiskAnnounce],
 ) -> Result<(), Error> {
-    if l.header.client != client {
+    check_same(l.header.client, &l.header.disks, session_id, client, disks)
+}
+
+/// `client` with `disks` is the client that started session `session_id` (`started_by`),
+/// with its disks (`started_with`).
+fn check_same(
+    started_by: [u8; 32],
+    started_with: &[DiskLayout],
+    session_id: &str,
+    client: [u8; 32],
+    disks: &[blockrep_proto::DiskAnnounce],
+) -> Result<(), Error> {
+    if started_by != client {
         return Err(Error::SessionOwner {
             session: session_id.into(),
         });
     }
     let now = layout(disks);
-    if l.header.disks != now {
+    if started_with != now {
         let describe = |l: &[DiskLayout]| {
             l.iter()
                 .map(|d| format!("{} ({} bytes, block {})", d.id, d.size, d.block_size))
@@ -484,7 +563,7 @@ fn check_resumable(
         };
         return Err(Error::SessionLayout {
             session: session_id.into(),
-            journal: describe(&l.header.disks),
+            journal: describe(started_with),
             hello: describe(&now),
         });
     }
@@ -560,6 +639,8 @@ struct Client {
     addr: SocketAddr,
     cert: [u8; 32],
     verify: bool,
+    /// Another stream of an open session (HELLO JOIN).
+    join: bool,
 }
 
 async fn run_session(
@@ -569,9 +650,12 @@ async fn run_session(
     shared: &Shared,
     client: Client,
     session_id: &str,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<SessionReport, Error> {
     let peer = client.addr;
+    if client.join {
+        return run_joined(session, reader, wr, shared, client, session_id, stop).await;
+    }
     // First take the session over from an earlier connection of it (a sender reconnecting
     // before this receiver noticed the old connection died), then count it.
     // A verification runs beside its session, not in its place.
@@ -613,6 +697,149 @@ async fn run_session(
         }
         None => (vec![Vec::new(); targets.len()], None),
     };
+    let journal: SharedJournal = Arc::new(Mutex::new(journal));
+    // Open to more streams of the same client, before the sender hears WELCOME.
+    let open = (!client.verify).then(|| {
+        let open = Arc::new(OpenSession {
+            client: client.cert,
+            disks: layout(session.disks()),
+            targets: targets.clone(),
+            journal: journal.clone(),
+        });
+        let mut map = shared.open.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(session_id.to_owned(), open.clone());
+        OpenGuard {
+            shared,
+            id: session_id.to_owned(),
+            open,
+        }
+    });
+    let report = serve_session(
+        session,
+        reader,
+        wr,
+        shared,
+        peer,
+        session_id,
+        stop,
+        Stream {
+            live: &live,
+            targets,
+            held,
+            journal: Some(journal),
+            finishes: true,
+            verify: client.verify,
+        },
+    )
+    .await;
+    // The disks are released before DONE, so the sender's next round finds them free.
+    drop(open);
+    drop(claim);
+    finish_session(session, wr, peer, report).await
+}
+
+/// A stream joining the open session `session_id`: the session's disks and journal, no
+/// claim of its own.
+async fn run_joined(
+    session: &mut ReceiverSession,
+    reader: &mut FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
+    wr: &mut Writer,
+    shared: &Shared,
+    client: Client,
+    session_id: &str,
+    stop: watch::Receiver<bool>,
+) -> Result<SessionReport, Error> {
+    let peer = client.addr;
+    let open = shared
+        .open
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(session_id)
+        .cloned()
+        .ok_or_else(|| Error::NotOpen {
+            session: session_id.into(),
+        })?;
+    check_same(
+        open.client,
+        &open.disks,
+        session_id,
+        client.cert,
+        session.disks(),
+    )?;
+    // Registered under a key of its own: nothing takes a stream over.
+    let live = shared
+        .live
+        .register(&format!("{session_id}#{peer}"), client.cert)
+        .await?;
+    let report = serve_session(
+        session,
+        reader,
+        wr,
+        shared,
+        peer,
+        session_id,
+        stop,
+        Stream {
+            live: &live,
+            targets: open.targets.clone(),
+            held: vec![Vec::new(); open.targets.len()],
+            journal: Some(open.journal.clone()),
+            finishes: false,
+            verify: false,
+        },
+    )
+    .await;
+    finish_session(session, wr, peer, report).await
+}
+
+/// What a connection's session works with.
+struct Stream<'a> {
+    live: &'a live::Registration<'a>,
+    targets: Vec<Arc<TargetDisk>>,
+    /// What the session holds already, per disk, for the WELCOME.
+    held: Vec<Vec<blockrep_proto::Extent>>,
+    journal: Option<SharedJournal>,
+    /// Whether this connection's complete END finishes the session's journal.
+    finishes: bool,
+    verify: bool,
+}
+
+/// After a session's frames: DONE, with what was written.
+async fn finish_session(
+    session: &mut ReceiverSession,
+    wr: &mut Writer,
+    peer: SocketAddr,
+    report: Result<SessionReport, Error>,
+) -> Result<SessionReport, Error> {
+    let report = report?;
+    let done = session.done(report.data_bytes, report.zero_bytes);
+    write_frame(wr, &done)
+        .await
+        .map_err(|e| Error::Transport(format!("sending DONE to {peer}: {e}")))?;
+    Ok(report)
+}
+
+/// WELCOME, then DATA, HASH_REQUESTs and END until the session ends; writes and hashes on
+/// threads of their own.
+#[allow(clippy::too_many_arguments)]
+async fn serve_session(
+    session: &mut ReceiverSession,
+    reader: &mut FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
+    wr: &mut Writer,
+    shared: &Shared,
+    peer: SocketAddr,
+    session_id: &str,
+    mut stop: watch::Receiver<bool>,
+    stream: Stream<'_>,
+) -> Result<SessionReport, Error> {
+    let Stream {
+        live,
+        targets,
+        held,
+        journal,
+        finishes,
+        verify,
+    } = stream;
     let welcome = session.accept(crate::VERSION, held);
     write_frame(wr, &welcome)
         .await
@@ -624,7 +851,7 @@ async fn run_session(
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let writer = thread::Builder::new()
         .name("blockrep-write".into())
-        .spawn(move || write_loop(targets, ids, data_rx, event_tx, journal))
+        .spawn(move || write_loop(targets, ids, data_rx, event_tx, journal, finishes))
         .map_err(|e| Error::Transport(format!("cannot start a writer thread: {e}")))?;
     let mut data_tx = Some(data_tx);
     let mut complete = None;
@@ -678,7 +905,7 @@ async fn run_session(
                     Err(e) => break Err(read_error(e, peer)),
                 };
                 match session.handle_frame(frame) {
-                    Ok(ReceiverEvent::Data(_)) if client.verify => {
+                    Ok(ReceiverEvent::Data(_)) if verify => {
                         break Err(Error::Config("DATA in a verification session: nothing is written".into()));
                     }
                     Ok(ReceiverEvent::Data(data)) => {
@@ -706,8 +933,7 @@ async fn run_session(
             }
         }
     };
-    // On every path the writer drains its queue and syncs before the session is reported,
-    // and the disks are released before DONE, so the sender's next round finds them free.
+    // On every path the writer drains its queue and syncs before the session is reported.
     drop(data_tx);
     drop(events);
     let _ = tokio::task::spawn_blocking(move || {
@@ -715,13 +941,7 @@ async fn run_session(
         writer.join()
     })
     .await;
-    drop(claim);
-    let report = result?;
-    let done = session.done(report.data_bytes, report.zero_bytes);
-    write_frame(wr, &done)
-        .await
-        .map_err(|e| Error::Transport(format!("sending DONE to {peer}: {e}")))?;
-    Ok(report)
+    result
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! the disk ends as if the chunks were written in order.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use blockrep_disk::TargetDisk;
@@ -54,11 +54,15 @@ pub(super) enum WriterEvent {
     Failed(Error),
 }
 
+/// A session's journal, shared by the writers of its streams; `None` once it failed, or once
+/// the session's first connection ended (its writers alone record in it).
+pub(super) type SharedJournal = Arc<Mutex<Option<Journal>>>;
+
 /// The session journal, if there is one: what is durable, recorded after each sync. A
 /// journal that cannot be written is dropped with a warning; the session goes on, and a
 /// resumption will just send more again.
 struct Record {
-    journal: Option<Journal>,
+    journal: Option<SharedJournal>,
     /// Ranges written since the last sync: (disk, offset, length), adjacent ones merged.
     pending: Vec<(u16, u64, u64)>,
 }
@@ -77,16 +81,19 @@ impl Record {
     /// After a sync: the pending ranges are durable.
     fn synced(&mut self) {
         let pending = std::mem::take(&mut self.pending);
-        if let Some(j) = &mut self.journal {
+        let Some(shared) = &self.journal else { return };
+        let mut journal = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(j) = journal.as_mut() {
             if let Err(e) = j.record(&pending) {
                 tracing::warn!("{e}; the session continues without its journal");
-                self.journal = None;
+                *journal = None;
             }
         }
     }
 
     fn finish(&mut self) {
-        if let Some(j) = &mut self.journal {
+        let Some(shared) = &self.journal else { return };
+        if let Some(j) = shared.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
@@ -286,13 +293,16 @@ impl Books {
 }
 
 /// The coordinating thread: hands chunks to the workers, syncs in batches, reports what is
-/// durable (and records it in the session's journal before reporting it).
+/// durable (and records it in the session's journal before reporting it). The writer of a
+/// session's first connection `finishes` the journal when its END says the session is
+/// complete; those of joined streams do not.
 pub(super) fn write_loop(
     targets: Vec<Arc<TargetDisk>>,
     ids: Vec<String>,
     mut rx: mpsc::Receiver<WriteMsg>,
     events: mpsc::UnboundedSender<WriterEvent>,
-    journal: Option<Journal>,
+    journal: Option<SharedJournal>,
+    finishes: bool,
 ) {
     let mut workers = match Workers::start(&targets, &ids) {
         Ok(w) => w,
@@ -345,7 +355,7 @@ pub(super) fn write_loop(
         .and(books.failed.take().map_or(Ok(()), Err))
     {
         Ok(()) => {
-            if complete {
+            if complete && finishes {
                 books.record.finish();
             }
             let _ = events.send(WriterEvent::Finished {

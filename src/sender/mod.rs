@@ -37,6 +37,10 @@ use crate::Error;
 pub const DEFAULT_BLOCK_SIZE: u32 = 1 << 20;
 /// Default window: raw bytes read but not yet durable on the target.
 pub const DEFAULT_WINDOW: u64 = 64 << 20;
+/// Default TLS connections per round.
+pub const DEFAULT_STREAMS: usize = 1;
+/// Most TLS connections per round.
+pub const MAX_STREAMS: usize = 16;
 
 /// Which blocks of a disk a round sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +113,11 @@ pub struct SendConfig {
     pub workers: usize,
     /// When chunks are compressed.
     pub compression: Compression,
+    /// TLS connections a round sends its chunks over, 1 to [`MAX_STREAMS`]: several streams
+    /// share the window, the rate limit and the progress, and spread the TLS work over
+    /// cores and a long fat link's losses over connections. Hash-delta rounds and
+    /// verifications use one.
+    pub streams: usize,
     /// Time allowed to connect and complete the TLS handshake.
     pub connect_timeout: Duration,
     /// Time allowed without any answer from the receiver while it owes one.
@@ -143,6 +152,7 @@ impl SendConfig {
             window: DEFAULT_WINDOW,
             workers: thread::available_parallelism().map_or(2, |n| n.get()),
             compression: Compression::Auto,
+            streams: DEFAULT_STREAMS,
             connect_timeout: Duration::from_secs(15),
             io_timeout: Duration::from_secs(120),
             limits: Throttle::new(blockrep_rate::Rules::unlimited()),
@@ -183,6 +193,12 @@ impl SendConfig {
             return Err(Error::Config(format!(
                 "session id {:?}: use 1 to 128 characters of A-Z a-z 0-9 . _ -",
                 self.session_id
+            )));
+        }
+        if !(1..=MAX_STREAMS).contains(&self.streams) {
+            return Err(Error::Config(format!(
+                "{} streams: use 1 to {MAX_STREAMS}",
+                self.streams
             )));
         }
         Ok(())
@@ -280,7 +296,10 @@ pub fn start(config: SendConfig) -> SendHandle {
     let thread = thread::Builder::new()
         .name("blockrep-send".into())
         .spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
+            // Two threads, so that several streams' TLS work can run at once.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("blockrep-io")
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
@@ -464,6 +483,7 @@ async fn run(
             })
             .collect(),
         verify: matches!(scope, pipeline::Scope::Compare),
+        join: false,
     };
     let mut round = Round {
         complete: false,
@@ -513,7 +533,7 @@ async fn attempt(
     round: &mut Round,
 ) -> Result<(), Error> {
     let progress = &control.progress;
-    let mut link = Link::open(config, hello.clone(), progress.received.clone()).await?;
+    let link = Link::open(config, hello.clone(), progress.received.clone()).await?;
     // What the receiver already holds for this session (its journal) need not be sent again;
     // a comparison compares everything.
     if !matches!(scope, pipeline::Scope::Compare) {
@@ -540,8 +560,19 @@ async fn attempt(
         .zip(&round.durable)
         .map(|(plan, known)| plan.subtract(known))
         .collect();
+    // More streams join the session now that it is open.
+    let mut links = vec![link];
+    if matches!(scope, pipeline::Scope::Chunks) {
+        let join = Hello {
+            join: true,
+            ..hello.clone()
+        };
+        for _ in 1..config.streams {
+            links.push(Link::open(config, join.clone(), progress.received.clone()).await?);
+        }
+    }
     let streamed = pipeline::stream(
-        &mut link,
+        links,
         sources,
         &todo,
         scope,

@@ -201,23 +201,28 @@ struct DeltaFlow {
     found: Vec<ExtentSet>,
 }
 
-/// The state the async loop shares between its steps.
-struct Stream<'a> {
-    link: &'a mut Link,
-    window: &'a Window,
-    control: &'a Control,
-    config: &'a SendConfig,
-    /// Per disk, what is known durable on the target (acknowledged, or compared the same).
-    durable: &'a mut [ExtentSet],
+/// One connection's async loop and its state. A round has one per stream; they share the
+/// window, the encoded chunks and the progress, and each takes the ACKs of what it sent.
+struct Stream {
+    link: Link,
+    window: Arc<Window>,
+    control: Arc<Control>,
+    config: Arc<SendConfig>,
+    /// Per disk, what is known durable on the target (acknowledged, or compared the same)
+    /// through this stream.
+    durable: Vec<ExtentSet>,
     /// Set when the over-speed protection tripped: the round ends like a STOP, then fails.
     over: Option<blockrep_rate::OverSpeed>,
     delta: DeltaFlow,
     /// The encoders' compression decision, and what this loop measures of the link for it.
-    adaptive: &'a Adaptive,
+    adaptive: Arc<Adaptive>,
     meter: LinkMeter,
 }
 
-impl Stream<'_> {
+/// The encoded chunks, shared by the streams.
+type EncodedRx = async_channel::Receiver<Encoded>;
+
+impl Stream {
     /// Handles one frame from the receiver; returns DONE when it arrives.
     fn on_frame(
         &mut self,
@@ -272,10 +277,25 @@ impl Stream<'_> {
         }
     }
 
+    /// [`write_all`](Self::write_all), with the receiver's own word for a failed write
+    /// where it gave one.
+    async fn run(
+        &mut self,
+        enc_rx: &EncodedRx,
+        probes: &mut mpsc::Receiver<Probe>,
+        raw_pool: &Pool<AlignedBuf>,
+        lz4_pool: &Pool<Vec<u8>>,
+    ) -> Result<(), Error> {
+        match self.write_all(enc_rx, probes, raw_pool, lz4_pool).await {
+            Err(e @ Error::Transport(_)) => Err(self.explain(e).await),
+            other => other,
+        }
+    }
+
     /// Writes every encoded chunk until the encoders are done (or STOP closed the window).
     async fn write_all(
         &mut self,
-        enc_rx: &mut mpsc::Receiver<Encoded>,
+        enc_rx: &EncodedRx,
         probes: &mut mpsc::Receiver<Probe>,
         raw_pool: &Pool<AlignedBuf>,
         lz4_pool: &Pool<Vec<u8>>,
@@ -310,7 +330,7 @@ impl Stream<'_> {
                     self.window.close();
                 }
                 chunk = enc_rx.recv() => {
-                    let Some(chunk) = chunk else { return Ok(()) };
+                    let Ok(chunk) = chunk else { return Ok(()) };
                     if !owed {
                         last_ack = Instant::now();
                     }
@@ -330,7 +350,7 @@ impl Stream<'_> {
                     if enc_rx.is_empty() {
                         self.link.wr.flush().await.map_err(|e| self.transport(e))?;
                     }
-                    self.meter.wrote(self.adaptive, wire, writing.elapsed());
+                    self.meter.wrote(&self.adaptive, wire, writing.elapsed());
                 }
                 _ = tokio::time::sleep_until(deadline), if owed => {
                     return Err(Error::Transport(format!(
@@ -455,12 +475,14 @@ impl Stream<'_> {
     }
 }
 
-/// Streams `plans` over `link` (every chunk, or for `Scope::Delta` what differs on the
-/// target, or nothing for `Scope::Compare`), then ends the session (END/DONE). Adds to
+/// Streams `plans` over `links` (every chunk, or for `Scope::Delta` what differs on the
+/// target, or nothing for `Scope::Compare`), then ends the session (END/DONE on each link,
+/// the first one last). The first link is the session's first connection; the others joined
+/// it (`Scope::Chunks` only), and each carries whichever chunks it takes next. Adds to
 /// `durable` what the receiver acknowledges (and what was compared the same), on every path.
 /// On an error the session is over too.
 pub(crate) async fn stream(
-    link: &mut Link,
+    mut links: Vec<Link>,
     sources: &[Arc<SourceDisk>],
     plans: &[ExtentSet],
     scope: Scope,
@@ -480,7 +502,7 @@ pub(crate) async fn stream(
     let raw_pool = Pool::new(4 * workers + 4 + READERS);
     let lz4_pool = Pool::new(4 * workers + 4);
     let (job_tx, job_rx) = crossbeam_channel::bounded::<Job>(2 * workers);
-    let (enc_tx, mut enc_rx) = mpsc::channel::<Encoded>(2 * workers);
+    let (enc_tx, enc_rx) = async_channel::bounded::<Encoded>(2 * workers);
     let (probe_tx, mut probe_rx) = mpsc::channel::<Probe>(2);
     let mut flow = DeltaFlow::default();
     let fail = {
@@ -604,7 +626,7 @@ pub(crate) async fn stream(
                         digest: e.digest,
                         compressed,
                     };
-                    if enc_tx.blocking_send(out).is_err() {
+                    if enc_tx.send_blocking(out).is_err() {
                         return;
                     }
                 }
@@ -613,39 +635,85 @@ pub(crate) async fn stream(
         .collect();
     drop(enc_tx);
 
-    let mut st = Stream {
+    let shared_config = Arc::new(config.clone());
+    let new_stream = |link| Stream {
         link,
-        window: &window,
-        control,
-        config,
-        durable,
+        window: window.clone(),
+        control: control.clone(),
+        config: shared_config.clone(),
+        durable: vec![ExtentSet::new(); plans.len()],
         over: None,
-        delta: flow,
-        adaptive: &adaptive,
+        delta: DeltaFlow::default(),
+        adaptive: adaptive.clone(),
         meter: LinkMeter::default(),
     };
-    let written = match st
-        .write_all(&mut enc_rx, &mut probe_rx, &raw_pool, &lz4_pool)
-        .await
-    {
-        Err(e @ Error::Transport(_)) => Err(st.explain(e).await),
-        other => other,
-    };
+    let first = links.remove(0);
+    // The joined streams run as tasks of their own, so that their TLS work can go to other
+    // threads of the runtime.
+    let joined: Vec<_> = links
+        .into_iter()
+        .map(|link| {
+            let mut st = new_stream(link);
+            let (enc_rx, raw_pool, lz4_pool) = (enc_rx.clone(), raw_pool.clone(), lz4_pool.clone());
+            tokio::spawn(async move {
+                let mut no_probes = mpsc::channel(1).1;
+                let r = st.run(&enc_rx, &mut no_probes, &raw_pool, &lz4_pool).await;
+                let r = match r {
+                    Ok(()) => {
+                        let complete = !st.control.is_stopped() && st.over.is_none();
+                        st.finish(complete).await
+                    }
+                    Err(e) => Err(e),
+                };
+                if r.is_err() {
+                    // Stop the others: the round is over.
+                    st.window.close();
+                }
+                (r, st.over.take(), st.durable)
+            })
+        })
+        .collect();
+    let mut st = new_stream(first);
+    st.delta = flow;
+    let written = st.run(&enc_rx, &mut probe_rx, &raw_pool, &lz4_pool).await;
     // Whatever happened, let the pipeline threads finish: close the window and the queues.
     window.close();
     drop((enc_rx, probe_rx));
     let found = std::mem::take(&mut st.delta).found;
     drop(job_rx);
-    for t in threads.into_iter().chain(encoders) {
-        let _ = t.join();
+    if written.is_err() {
+        for task in &joined {
+            task.abort();
+        }
     }
+    // The joined streams end before the first: its END (complete) finishes the session.
+    let mut over = None;
+    let mut joined_failure = None;
+    for task in joined {
+        match task.await {
+            Ok((r, o, done)) => {
+                merge(durable, &done);
+                over = over.or(o);
+                if let Err(e) = r {
+                    joined_failure.get_or_insert(e);
+                }
+            }
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => {
+                joined_failure.get_or_insert(Error::Transport(format!("a stream failed: {e}")));
+            }
+        }
+    }
+    let threads = threads.into_iter().chain(encoders).collect::<Vec<_>>();
+    let _ =
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     debug!(
         tried = adaptive.tried.load(Relaxed),
         skipped = adaptive.skipped.load(Relaxed),
         "lz4 tried on chunks"
     );
     let read_failure = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
-    match (written, read_failure) {
+    let result = match (written, read_failure.or(joined_failure)) {
         (Err(e), _) => Err(e),
         (Ok(()), Some(e)) => {
             let abort = st.link.session.abort(e.code(), &e.to_string());
@@ -653,13 +721,23 @@ pub(crate) async fn stream(
             Err(e)
         }
         (Ok(()), None) => {
-            let complete = !control.is_stopped() && st.over.is_none();
-            st.finish(complete).await?;
-            if let Some(o) = st.over.take() {
-                return Err(Error::OverSpeed(o));
+            let over = st.over.take().or(over);
+            let complete = !control.is_stopped() && over.is_none();
+            match st.finish(complete).await {
+                Err(e) => Err(e),
+                Ok(()) if over.is_some() => Err(Error::OverSpeed(over.expect("checked"))),
+                Ok(()) => Ok(Streamed { complete, found }),
             }
-            Ok(Streamed { complete, found })
         }
+    };
+    merge(durable, &st.durable);
+    result
+}
+
+/// Adds a stream's durable ranges to the round's.
+fn merge(durable: &mut [ExtentSet], stream: &[ExtentSet]) {
+    for (all, done) in durable.iter_mut().zip(stream) {
+        all.union(done);
     }
 }
 

@@ -122,6 +122,7 @@ pub fn hello(n: usize) -> Hello {
             })
             .collect(),
         verify: false,
+        join: false,
     }
 }
 

@@ -194,6 +194,11 @@ pub(crate) struct SendArgs {
     /// (all-zero chunks still travel as a few bytes).
     #[arg(long, value_enum, default_value = "auto")]
     compress: CompressArg,
+    /// TLS connections to send over at once (1-16): more spread the encryption over cores
+    /// and a long fat link's losses over connections; they share --window and the speed
+    /// limits. Hash-delta rounds use one.
+    #[arg(long, default_value_t = sender::DEFAULT_STREAMS)]
+    streams: usize,
     /// After a dropped connection or a receiver restart, reconnect (waiting 1 s, 2 s, 4 s ...
     /// up to 60 s between tries, with jitter) for this long, then give up; 0 = never. What
     /// the receiver already holds is not sent again.
@@ -368,6 +373,7 @@ fn send_config(args: SendArgs) -> Result<(SendConfig, ProgressArg), Error> {
     config.mode = mode;
     config.block_size = args.block_size;
     config.window = args.window;
+    config.streams = args.streams;
     config.compression = match args.compress {
         CompressArg::Auto => Compression::Auto,
         CompressArg::Always => Compression::Always,

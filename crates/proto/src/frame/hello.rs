@@ -6,7 +6,9 @@
 //! ```
 //!
 //! Flag bit 0, VERIFY: the session only compares (HASH_REQUESTs, no DATA) the disks of the
-//! migration session `session_id`; the other bits are 0.
+//! migration session `session_id`. Flag bit 1, JOIN: another stream (TLS connection) of the
+//! session `session_id`, which is open on a first connection: its DATA is part of that
+//! session. Not both; the other bits are 0.
 
 use bytes::BufMut;
 
@@ -28,6 +30,8 @@ pub(super) const MAX_BODY: u32 = (4
 
 /// HELLO flag: a verification of session `session_id`.
 const VERIFY: u8 = 1;
+/// HELLO flag: another stream of the open session `session_id`.
+const JOIN: u8 = 2;
 
 /// One disk the sender will send: the receiver maps `id` to a configured target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,6 +61,9 @@ pub struct Hello {
     /// A verification of the migration session `session_id`: it sends no DATA, and the
     /// receiver may refuse it when it does not know that session.
     pub verify: bool,
+    /// Another stream of the session `session_id`, open on a first connection of the same
+    /// client with the same disks; the receiver refuses it otherwise. Not with `verify`.
+    pub join: bool,
 }
 
 /// True for a block size the protocol allows.
@@ -108,7 +115,7 @@ impl Hello {
             });
         }
         let flags = r.u8()?;
-        if flags & !VERIFY != 0 {
+        if flags & !(VERIFY | JOIN) != 0 || flags == VERIFY | JOIN {
             return Err(DecodeError::NonzeroReserved);
         }
         Ok(Self {
@@ -118,6 +125,7 @@ impl Hello {
             agent_version,
             disks,
             verify: flags & VERIFY != 0,
+            join: flags & JOIN != 0,
         })
     }
 
@@ -147,7 +155,8 @@ impl Hello {
             dst.put_u64(d.size);
             dst.put_u32(d.block_size);
         }
-        dst.put_u8(if self.verify { VERIFY } else { 0 });
+        let flag = |on, bit| if on { bit } else { 0 };
+        dst.put_u8(flag(self.verify, VERIFY) | flag(self.join, JOIN));
     }
 }
 
@@ -174,14 +183,17 @@ mod tests {
     }
 
     #[test]
-    fn the_verify_flag_and_no_other() {
+    fn the_verify_and_join_flags_and_no_other() {
         let mut b = one_disk(b"d", 1, MIN_BLOCK_SIZE);
-        *b.last_mut().unwrap() = 1;
-        match decode_one(&testutil::raw_frame(FrameType::Hello, &b)) {
-            Ok(Some(Frame::Hello(h))) => assert!(h.verify),
-            other => panic!("{other:?}"),
+        for (flags, verify, join) in [(0u8, false, false), (1, true, false), (2, false, true)] {
+            *b.last_mut().unwrap() = flags;
+            match decode_one(&testutil::raw_frame(FrameType::Hello, &b)) {
+                Ok(Some(Frame::Hello(h))) => assert_eq!((h.verify, h.join), (verify, join)),
+                other => panic!("{other:?}"),
+            }
         }
-        for flags in [2u8, 0x80, 0xff] {
+        // Both at once, or any other bit.
+        for flags in [3u8, 4, 0x80, 0xff] {
             *b.last_mut().unwrap() = flags;
             assert_eq!(reject(FrameType::Hello, &b), DecodeError::NonzeroReserved);
         }

@@ -439,16 +439,17 @@ pub(crate) mod tests {
             identifier(MAX_SESSION_ID_LEN),
             printable(MAX_VERSION_STR_LEN),
             proptest::collection::vec(disk(), 1..=usize::from(MAX_DISKS)),
-            any::<bool>(),
+            0..3u8,
         )
             .prop_map(
-                |((version_min, version_max), session_id, agent_version, disks, verify)| Hello {
+                |((version_min, version_max), session_id, agent_version, disks, flags)| Hello {
                     version_min,
                     version_max,
                     session_id,
                     agent_version,
                     disks,
-                    verify,
+                    verify: flags == 1,
+                    join: flags == 2,
                 },
             )
     }
