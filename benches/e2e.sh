@@ -15,6 +15,8 @@
 #             (certificates from `blockrep certs`). Checked on the used extents of `blockrep
 #             blockmap --json` (benches/disktool.py cmp-extents: equal there, zero elsewhere).
 #  full       the same with `--mode full`. cmp.
+#  used-raw, full-raw   the same with `--compress never` (no lz4: both ends share this machine's
+#             cores, so on loopback compressing costs more than it saves on the wire).
 #  nbdcopy    `nbdcopy --flush IMG nbds://127.0.0.1:PORT/?tls-certificates=DIR` into `qemu-nbd -e 4`
 #             (up to 4 connections, nbdcopy's default multi-conn) serving the target over TLS with
 #             a client certificate required (tls-creds-x509,endpoint=server,verify-peer=on); the
@@ -80,7 +82,7 @@ runs=${2:-3}
 img=$(realpath -m "${IMAGE:-$work/disk-4G.img}")
 cd "$(dirname "$0")/.."
 repo=$(pwd)
-tools=${TOOLS:-used,full,nbdcopy,qemu-img,partclone,dd-tls,rsync}
+tools=${TOOLS:-used,used-raw,full,full-raw,nbdcopy,qemu-img,partclone,dd-tls,rsync}
 load_max=${LOAD_MAX:-1.0}
 load_wait=${LOAD_WAIT:-120}
 load_wait_total=${LOAD_WAIT_TOTAL:-300}
@@ -89,7 +91,7 @@ MiB=$((1 << 20))
 log() { echo "[$(date +%T)] $*" >&2; }
 has_tool() { [[ ,$tools, == *,$1,* ]]; }
 for t in ${tools//,/ }; do
-  [[ ,used,full,nbdcopy,qemu-img,partclone,dd-tls,rsync, == *,$t,* ]] || { echo "e2e.sh: unknown tool $t in TOOLS" >&2; exit 2; }
+  [[ ,used,used-raw,full,full-raw,nbdcopy,qemu-img,partclone,dd-tls,rsync, == *,$t,* ]] || { echo "e2e.sh: unknown tool $t in TOOLS" >&2; exit 2; }
 done
 [[ $(id -u) -eq 0 ]] || { echo "e2e.sh needs root (drop_caches, loop devices, sshd)" >&2; exit 1; }
 
@@ -296,6 +298,7 @@ check_cmp() { cmp "$img" "$target" >&2 || fail "$1: the copy differs from the im
 # cpu/rss as "sender/receiver" or a total; blockrep also own_rd and own_wire.
 run_blockrep() {
   local mode=$1 port="" rpid _
+  shift
   fresh_target
   settle
   measured recv "${ns[@]}" "$bin/blockrep-receiver" --listen 127.0.0.1:0 --once --cert "$c/server.pem" \
@@ -310,7 +313,7 @@ run_blockrep() {
   [[ -n $port ]] || fail "blockrep-receiver did not start" receiver.log
   clock_start
   measured send "${ns[@]}" "$bin/blockrep" send --to 127.0.0.1:"$port" --ca "$c/ca.pem" --cert "$c/client.pem" \
-    --key "$c/client.key" --disk d0="$img" --mode "$mode" --progress json >"$work/send.json" 2>"$work/send.log" ||
+    --key "$c/client.key" --disk d0="$img" --mode "$mode" "$@" --progress json >"$work/send.json" 2>"$work/send.log" ||
     fail "blockrep send --mode $mode failed" send.log receiver.log
   wait "$rpid" || fail "blockrep-receiver failed" receiver.log
   bg_pids=()
@@ -584,6 +587,7 @@ for r in $(seq 1 "$runs"); do
     own_rd="" own_wire="" wire=""
     case $k in
       used | full) run_blockrep "$k" ;;
+      used-raw | full-raw) run_blockrep "${k%-raw}" --compress never ;;
       nbdcopy) run_nbdcopy ;;
       qemu-img) run_qemu_img ;;
       partclone) run_partclone ;;
@@ -614,6 +618,8 @@ echo "|---|---|---|---|---|---|---|---|---|---|"
     case $k in
       used) name="blockrep, used mode"; cmd="blockrep send --mode used → blockrep-receiver --once (mutual TLS 1.3)"; chk="used extents equal, zero elsewhere" ;;
       full) name="blockrep, full mode"; cmd="blockrep send --mode full → blockrep-receiver --once (mutual TLS 1.3)"; chk='cmp' ;;
+      used-raw) name="blockrep, used mode, no lz4"; cmd="blockrep send --mode used --compress never → blockrep-receiver --once"; chk="used extents equal, zero elsewhere" ;;
+      full-raw) name="blockrep, full mode, no lz4"; cmd="blockrep send --mode full --compress never → blockrep-receiver --once"; chk='cmp' ;;
       nbdcopy) name="nbdcopy → qemu-nbd"; cmd="nbdcopy --flush IMG nbds://127.0.0.1:P/?tls-certificates=D → qemu-nbd -e 4 --tls-creds (x509, verify-peer=on)"; chk='cmp' ;;
       qemu-img) name="qemu-img convert (local)"; cmd="qemu-img convert -t none -T none -O raw -n IMG TARGET"; chk='cmp' ;;
       partclone) name="partclone (local, used blocks)"
