@@ -6,9 +6,11 @@
 //! Sender and receiver run in this process over mutual TLS on 127.0.0.1; the rate is what the
 //! throttle counted on the socket (ciphertext), sampled every 50 ms.
 
+#[path = "util/mod.rs"]
+mod util;
+
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,24 +19,6 @@ use blockrep::sender::{self, Control, Mode};
 use blockrep::throttle::Throttle;
 use blockrep::{certs, tls, ReceiverConfig, SendConfig, SourceSpec};
 use blockrep_rate::Rules;
-
-fn image(path: &std::path::Path, size: u64) {
-    let f = File::create(path).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < size {
-        for c in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = (size - at).min(buf.len() as u64) as usize;
-        f.write_all_at(&buf[..n], at).unwrap();
-        at += n as u64;
-    }
-}
 
 /// Runs one transfer, sampling the socket counter; `change` = (after, new rules).
 fn run(
@@ -49,7 +33,7 @@ fn run(
         .unwrap();
     let size = (f64::from(mbps) * 1e6 / 8.0 * seconds) as u64;
     let (src, dst) = (dir.path().join("s"), dir.path().join("d"));
-    image(&src, size);
+    util::random_image(&src, size);
     File::create(&dst).unwrap().set_len(size).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

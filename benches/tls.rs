@@ -15,10 +15,11 @@
 //! image and the receiver are set up once per bench; every iteration is a new connection.
 //! Both ends share the process and the machine's cores.
 
+#[path = "util/mod.rs"]
+mod util;
+
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use blockrep::sender::{self, Control, Mode};
@@ -49,26 +50,6 @@ fn scratch_dir() -> tempfile::TempDir {
         .prefix("blockrep-tls-bench")
         .tempdir_in("/var/tmp")
         .unwrap()
-}
-
-/// A file of `size` pseudo-random (incompressible) bytes.
-fn image(path: &Path, size: u64) {
-    let f = File::create(path).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < size {
-        for c in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = (size - at).min(buf.len() as u64) as usize;
-        f.write_all_at(&buf[..n], at).unwrap();
-        at += n as u64;
-    }
-    f.sync_all().unwrap();
 }
 
 fn config(c: &mut Criterion) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
@@ -157,7 +138,7 @@ fn blockrep_full(c: &mut Criterion) {
         .write(&dir.path().join("certs"))
         .unwrap();
     let (src, dst) = (dir.path().join("source.img"), dir.path().join("target.img"));
-    image(&src, TOTAL);
+    util::random_image(&src, TOTAL);
     File::create(&dst).unwrap().set_len(TOTAL).unwrap();
     let server = tls::server_config(&pki.server_cert, &pki.server_key, &pki.ca).unwrap();
     let client = tls::client_config(&pki.ca, &pki.client_cert, &pki.client_key).unwrap();

@@ -29,10 +29,12 @@
 //! to the socket, `SendSummary::wire_bytes`) over the wall time of the whole `sender::send`
 //! (connect, handshake and the final fdatasyncs included).
 
+#[path = "util/mod.rs"]
+mod util;
+
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -235,25 +237,6 @@ fn proxy_check(delay: Option<Duration>, bytes: u64) -> (f64, Duration) {
 // ---------------------------------------------------------------------------------------
 // Transfers.
 
-fn image(path: &Path, size: u64) {
-    let f = File::create(path).unwrap();
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0;
-    while at < size {
-        for c in buf.chunks_mut(8) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            c.copy_from_slice(&x.to_le_bytes());
-        }
-        let n = (size - at).min(buf.len() as u64) as usize;
-        f.write_all_at(&buf[..n], at).unwrap();
-        at += n as u64;
-    }
-    f.sync_all().unwrap();
-}
-
 #[derive(Clone, Copy, PartialEq)]
 struct Setup {
     /// Mbit/s; `None` = unlimited.
@@ -402,12 +385,12 @@ fn main() {
         .write(&dir.path().join("c"))
         .unwrap();
     let src_unlimited = dir.path().join("src-unlimited.img");
-    image(&src_unlimited, size_unlimited);
+    util::random_image(&src_unlimited, size_unlimited);
     let src_limited = if size_limited == size_unlimited {
         src_unlimited.clone()
     } else {
         let p = dir.path().join("src-limited.img");
-        image(&p, size_limited);
+        util::random_image(&p, size_limited);
         p
     };
     let bench = Bench {
