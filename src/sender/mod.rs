@@ -16,7 +16,7 @@ pub use verify::{verify, verify_and_repair, Range, Verification, MAX_LISTED};
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -287,28 +287,49 @@ impl Control {
 pub struct SendHandle {
     control: Arc<Control>,
     thread: Option<thread::JoinHandle<Result<SendSummary, Error>>>,
+    /// Set, and notified, when the transfer has ended.
+    ended: Arc<(Mutex<bool>, Condvar)>,
 }
 
 /// Starts a transfer on a thread of its own (with its own small tokio runtime).
 pub fn start(config: SendConfig) -> SendHandle {
     let control = Control::new();
     let c = control.clone();
+    let ended = Arc::new((Mutex::new(false), Condvar::new()));
+    let signal = ended.clone();
     let thread = thread::Builder::new()
         .name("blockrep-send".into())
         .spawn(move || {
-            // Two threads, so that several streams' TLS work can run at once.
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .thread_name("blockrep-io")
-                .enable_all()
-                .build()
-                .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
+            // Whatever happens below, say when it is over (see `wait_for`).
+            struct Ended(Arc<(Mutex<bool>, Condvar)>);
+            impl Drop for Ended {
+                fn drop(&mut self) {
+                    *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                    self.0 .1.notify_all();
+                }
+            }
+            let _ended = Ended(signal);
+            // One stream runs best on this thread alone (no hand-offs between threads);
+            // several get two threads, so their TLS work can run at once.
+            let rt = if config.streams > 1 {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("blockrep-io")
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            }
+            .map_err(|e| Error::Config(format!("cannot start the I/O runtime: {e}")))?;
             rt.block_on(send(config, c))
         })
         .expect("spawning a thread");
     SendHandle {
         control,
         thread: Some(thread),
+        ended,
     }
 }
 
@@ -331,6 +352,17 @@ impl SendHandle {
     /// True once the transfer has ended (successfully or not).
     pub fn is_finished(&self) -> bool {
         self.thread.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits until the transfer has ended or `timeout` has passed; whether it has ended. For
+    /// a progress reporter that wakes every second but should not make a short transfer wait.
+    pub fn wait_for(&self, timeout: Duration) -> bool {
+        let (lock, cond) = &*self.ended;
+        let ended = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let (ended, _) = cond
+            .wait_timeout_while(ended, timeout, |ended| !*ended)
+            .unwrap_or_else(|e| e.into_inner());
+        *ended
     }
 
     /// Waits for the end of the transfer.

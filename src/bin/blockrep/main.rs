@@ -454,13 +454,8 @@ fn report(handle: &SendHandle, kind: ProgressArg) {
         if finished {
             break;
         }
-        // Wake early when the transfer ends, so short transfers do not wait a second.
-        for _ in 0..10 {
-            if handle.is_finished() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        // Wake when the transfer ends, so a short transfer does not wait out the second.
+        handle.wait_for(Duration::from_secs(1));
     }
     if let Some(bar) = bar {
         bar.finish();
