@@ -514,34 +514,40 @@ pub(crate) async fn stream(
     match scope {
         Scope::Chunks => {
             drop(probe_tx);
-            let chunks = plan::chunks(plans, config.block_size).collect::<Vec<_>>();
-            let next = Arc::new(Mutex::new(chunks.into_iter()));
+            // The plan is cut into chunks lazily (a disk can hold millions of them), on a
+            // thread of its own that hands them to the readers.
+            let (next_tx, next) = crossbeam_channel::bounded::<(u16, u64, u32)>(2 * READERS);
+            let (plans, block_size) = (plans.to_vec(), config.block_size);
+            threads.push(spawn("blockrep-plan", move || {
+                for chunk in plan::chunks(&plans, block_size) {
+                    if next_tx.send(chunk).is_err() {
+                        return;
+                    }
+                }
+            }));
             for i in 0..READERS {
                 let (window, pool, control) = (window.clone(), raw_pool.clone(), control.clone());
                 let (sources, next, job_tx) = (sources.to_vec(), next.clone(), job_tx.clone());
                 let fail = fail.clone();
-                threads.push(spawn(&format!("blockrep-read{i}"), move || loop {
-                    let Some((disk, offset, len)) =
-                        next.lock().unwrap_or_else(|e| e.into_inner()).next()
-                    else {
-                        return;
-                    };
-                    if control.is_stopped() || !window.acquire(u64::from(len)) {
-                        return;
-                    }
-                    let mut raw = pool.take_len(len as usize);
-                    let source = &sources[usize::from(disk)];
-                    if let Err(e) = source.read_uncached(&mut raw, offset) {
-                        window.close();
-                        return fail(e.into());
-                    }
-                    control.progress.read.fetch_add(u64::from(len), Relaxed);
-                    if job_tx.send(Job { disk, offset, raw }).is_err() {
-                        return;
+                threads.push(spawn(&format!("blockrep-read{i}"), move || {
+                    for (disk, offset, len) in next {
+                        if control.is_stopped() || !window.acquire(u64::from(len)) {
+                            return;
+                        }
+                        let mut raw = pool.take_len(len as usize);
+                        let source = &sources[usize::from(disk)];
+                        if let Err(e) = source.read_uncached(&mut raw, offset) {
+                            window.close();
+                            return fail(e.into());
+                        }
+                        control.progress.read.fetch_add(u64::from(len), Relaxed);
+                        if job_tx.send(Job { disk, offset, raw }).is_err() {
+                            return;
+                        }
                     }
                 }));
             }
-            drop(job_tx);
+            drop((next, job_tx));
         }
         Scope::Delta | Scope::Compare => {
             let sizes: Vec<u64> = sources.iter().map(|s| s.size()).collect();
