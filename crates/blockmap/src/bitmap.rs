@@ -452,8 +452,11 @@ pub fn read_extent_list(r: impl BufRead, disk_size: u64) -> Result<ExtentSet, Bi
 /// Which format a change file is in, from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
+    /// blockrep's own bitmap file (`BRCBMAP1` header, one bit per block).
     Native,
+    /// A dm-era block list (`era_invalidate` XML).
     EraXml,
+    /// Text lines of `offset length` byte ranges.
     ExtentList,
 }
 

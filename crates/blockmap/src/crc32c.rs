@@ -51,7 +51,9 @@ pub fn crc32c_without(bytes: &[u8], at: usize) -> u32 {
 /// its metadata checksums little-endian, unlike every other field).
 pub fn verify(bytes: &[u8], at: usize) -> bool {
     match bytes.get(at..at.saturating_add(4)) {
-        Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]) == crc32c_without(bytes, at),
+        Some(&[a, b, c, d]) => {
+            crate::checksum_ok(u32::from_le_bytes([a, b, c, d]), crc32c_without(bytes, at))
+        }
         _ => false,
     }
 }

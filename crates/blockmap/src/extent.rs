@@ -10,6 +10,7 @@ pub struct Extent {
 }
 
 impl Extent {
+    /// The `len` bytes from `offset`.
     pub fn new(offset: u64, len: u64) -> Self {
         Self { offset, len }
     }
@@ -30,6 +31,7 @@ pub struct ExtentSet {
 }
 
 impl ExtentSet {
+    /// An empty set.
     pub fn new() -> Self {
         Self::default()
     }
@@ -188,6 +190,7 @@ impl ExtentSet {
         self.extents.len()
     }
 
+    /// True when the set holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.extents.is_empty()
     }
@@ -205,6 +208,7 @@ impl ExtentSet {
         self.extents.iter()
     }
 
+    /// The extents, in order, as a slice.
     pub fn as_slice(&self) -> &[Extent] {
         &self.extents
     }

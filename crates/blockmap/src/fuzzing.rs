@@ -10,6 +10,7 @@ use std::io::BufReader;
 
 use crate::bitmap::{self, Format};
 use crate::fs::{self, FsKind};
+use crate::table::read_table;
 use crate::{map_disk as map, ExtentSet, Region};
 
 /// The filesystem a [`filesystem`] input's first byte selects (modulo the length).
@@ -24,6 +25,14 @@ pub const FS_KINDS: [FsKind; 10] = [
     FsKind::Ntfs,
     FsKind::Swap,
     FsKind::LvmPv,
+];
+
+/// The filesystems each `fs_*` fuzz target reads: the kinds one parser module handles.
+pub const FS_FAMILIES: [(&str, &[FsKind]); 4] = [
+    ("ext", &[FsKind::Ext2, FsKind::Ext3, FsKind::Ext4]),
+    ("xfs", &[FsKind::Xfs]),
+    ("fat", &[FsKind::Fat12, FsKind::Fat16, FsKind::Fat32]),
+    ("ntfs", &[FsKind::Ntfs]),
 ];
 
 /// Disk sizes the text formats are parsed against: one ordinary, one at the top of the range
@@ -82,6 +91,53 @@ pub fn map_disk(data: &[u8]) {
                 "partition {} is sent whole but the map misses part of it",
                 p.number
             );
+        }
+    }
+}
+
+/// `data` as a whole disk, through the partition-table readers alone (GPT, then MBR). A table
+/// they accept keeps the promises of [`crate::Table`]: partitions of non-zero length, inside
+/// the disk, in order, overlapping neither each other nor the table's own sectors, which lie
+/// inside the disk too.
+pub fn partitions(data: &[u8]) {
+    let disk = data.to_vec();
+    let size = disk.len() as u64;
+    let Ok(Some(table)) = read_table(&disk) else {
+        return;
+    };
+    assert_inside(&table.metadata, size, "the table's metadata");
+    let mut next = 0u64;
+    for p in &table.partitions {
+        assert!(p.len > 0, "partition {} is empty", p.number);
+        assert!(
+            p.start >= next && p.start.checked_add(p.len).is_some_and(|e| e <= size),
+            "partition {} at {}+{} is outside the disk or overlaps the one before",
+            p.number,
+            p.start,
+            p.len
+        );
+        next = p.start + p.len;
+        assert!(
+            table.metadata.clip(p.start, next).is_empty(),
+            "partition {} overlaps the table",
+            p.number
+        );
+    }
+}
+
+/// The input of [`filesystem`] (its selector byte is skipped) through the parsers of one
+/// family (an entry of [`FS_FAMILIES`]): [`fs::probe`], then [`fs::used`] for every kind of
+/// the family. What `used` returns must lie inside the partition.
+pub fn filesystem_family(family: &[FsKind], data: &[u8]) {
+    let Some((_, partition)) = data.split_first() else {
+        return;
+    };
+    let partition = partition.to_vec();
+    let region = Region::whole(&partition);
+    let _ = fs::probe(&region);
+    for &kind in family {
+        if let Ok(used) = fs::used(kind, &region) {
+            assert_inside(&used, region.len(), kind.name());
         }
     }
 }
@@ -207,14 +263,27 @@ mod tests {
                 filesystem(&other);
             }
             map_disk(&image);
+            partitions(&image);
+            for (_, family) in FS_FAMILIES {
+                filesystem_family(family, &bytes);
+            }
+            // Each seed is read by its family's target.
+            assert!(
+                FS_FAMILIES.iter().any(|(_, f)| f.contains(&kind))
+                    || matches!(kind, FsKind::Swap | FsKind::LvmPv),
+                "{name}"
+            );
         }
     }
 
     /// The disk seeds: partitioned images, each with a filesystem or two inside.
     #[test]
     fn map_disk_seeds() {
+        let mut tables = 0;
         for (name, bytes) in seeds("disk", 4) {
             map_disk(&bytes);
+            partitions(&bytes);
+            tables += usize::from(matches!(read_table(&bytes), Ok(Some(_))));
             let m = crate::map_disk(&bytes);
             assert!(!m.partitions.is_empty(), "{name}: {m:?}");
             for selector in 0..FS_KINDS.len() as u8 {
@@ -223,6 +292,8 @@ mod tests {
                 filesystem(&other);
             }
         }
+        // MBR, GPT, GPT with a small entry array: tables the partition target starts from.
+        assert!(tables >= 3, "{tables} seeds hold a partition table");
     }
 
     #[test]
@@ -246,12 +317,68 @@ mod tests {
         }
     }
 
+    /// Inputs that made a fuzz target fail once (fuzz/regressions/TARGET/, one file each,
+    /// named for what they exercise), through its entry point again.
+    #[test]
+    fn regressions() {
+        let family = |name: &str| FS_FAMILIES.iter().find(|(n, _)| *n == name).unwrap().1;
+        type Entry<'a> = (&'a str, &'a dyn Fn(&[u8]));
+        let targets: [Entry; 7] = [
+            ("partitions", &partitions),
+            ("blockmap", &map_disk),
+            ("bitmap", &bitmap),
+            ("fs_ext", &|d| filesystem_family(family("ext"), d)),
+            ("fs_xfs", &|d| filesystem_family(family("xfs"), d)),
+            ("fs_fat", &|d| filesystem_family(family("fat"), d)),
+            ("fs_ntfs", &|d| filesystem_family(family("ntfs"), d)),
+        ];
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+        let mut ran = 0;
+        for (target, run) in targets {
+            let Ok(files) = std::fs::read_dir(dir.join(target)) else {
+                continue;
+            };
+            for file in files {
+                run(&std::fs::read(file.unwrap().path()).unwrap());
+                ran += 1;
+            }
+        }
+        assert!(ran > 0, "no regression inputs in {}", dir.display());
+    }
+
+    /// A GPT whose backup header lies past the end of a truncated disk, with the last
+    /// partition where a backup at the real end would be: the partition is kept, and the
+    /// sectors sent for the backup are only those outside it (found by the fuzzer: the table
+    /// claimed the partition's sectors as its own).
+    #[test]
+    fn gpt_on_a_truncated_disk_keeps_its_last_partition() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/partitions");
+        let disk = std::fs::read(dir.join("gpt_backup_past_end")).unwrap();
+        let table = read_table(&disk).unwrap().unwrap();
+        assert_eq!(table.partitions.len(), 2);
+        let last = &table.partitions[1];
+        assert!(table
+            .metadata
+            .clip(last.start, last.start + last.len)
+            .is_empty());
+        assert!(table.warnings[0].contains("past the end of the disk"));
+        // What is left of the backup's place is still sent: from the partition's end on.
+        let end = last.start + last.len;
+        assert!(table
+            .metadata
+            .contains(end, disk.len() as u64 / 512 * 512 - end));
+    }
+
     #[test]
     fn empty_and_tiny_inputs() {
         for n in 0..600 {
             let data = vec![0xa5u8; n];
             map_disk(&data);
+            partitions(&data);
             filesystem(&data);
+            for (_, family) in FS_FAMILIES {
+                filesystem_family(family, &data);
+            }
             bitmap(&data);
         }
     }

@@ -114,6 +114,7 @@ impl<'a> Region<'a> {
         self.len
     }
 
+    /// True when the region holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -179,14 +180,17 @@ pub mod le {
             .ok_or_else(|| MetaError::Corrupt(format!("structure too short for a field at {at}")))
     }
 
+    /// The little-endian u16 at `at`; an error when `b` is too short.
     pub fn u16(b: &[u8], at: usize) -> Result<u16, MetaError> {
         field(b, at).map(u16::from_le_bytes)
     }
 
+    /// The little-endian u32 at `at`; an error when `b` is too short.
     pub fn u32(b: &[u8], at: usize) -> Result<u32, MetaError> {
         field(b, at).map(u32::from_le_bytes)
     }
 
+    /// The little-endian u64 at `at`; an error when `b` is too short.
     pub fn u64(b: &[u8], at: usize) -> Result<u64, MetaError> {
         field(b, at).map(u64::from_le_bytes)
     }
@@ -202,14 +206,17 @@ pub mod be {
             .ok_or_else(|| MetaError::Corrupt(format!("structure too short for a field at {at}")))
     }
 
+    /// The big-endian u16 at `at`; an error when `b` is too short.
     pub fn u16(b: &[u8], at: usize) -> Result<u16, MetaError> {
         field(b, at).map(u16::from_be_bytes)
     }
 
+    /// The big-endian u32 at `at`; an error when `b` is too short.
     pub fn u32(b: &[u8], at: usize) -> Result<u32, MetaError> {
         field(b, at).map(u32::from_be_bytes)
     }
 
+    /// The big-endian u64 at `at`; an error when `b` is too short.
     pub fn u64(b: &[u8], at: usize) -> Result<u64, MetaError> {
         field(b, at).map(u64::from_be_bytes)
     }

@@ -18,14 +18,23 @@ use crate::{ExtentSet, MetaError, Region};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum FsKind {
+    /// ext2 (no journal).
     Ext2,
+    /// ext3 (a journal, no extents).
     Ext3,
+    /// ext4.
     Ext4,
+    /// XFS, v4 or v5.
     Xfs,
+    /// FAT with 12-bit entries.
     Fat12,
+    /// FAT with 16-bit entries.
     Fat16,
+    /// FAT32.
     Fat32,
+    /// NTFS.
     Ntfs,
+    /// A Linux swap area: only its header page is sent.
     Swap,
     /// An LVM2 physical volume: sent whole.
     LvmPv,

@@ -161,7 +161,7 @@ fn load(disk: &Region, ss: u64, lba: u64, role: Role) -> Result<Header, MetaErro
         .get(..header_size as usize)
         .ok_or_else(|| corrupt!("header size {header_size} exceeds the sector"))?;
     let crc = crc32fast::hash(header);
-    if crc != stored_crc {
+    if !crate::checksum_ok(stored_crc, crc) {
         return Err(corrupt!(
             "header CRC32 is 0x{stored_crc:08x} but the header's bytes give 0x{crc:08x}"
         ));
@@ -255,7 +255,7 @@ fn load(disk: &Region, ss: u64, lba: u64, role: Role) -> Result<Header, MetaErro
         .ok_or_else(|| corrupt!("entry array LBA {entries_lba} overflows"))?;
     let array = disk.read_vec("a GPT entry array", array_offset, array_len as usize)?;
     let crc = crc32fast::hash(&array);
-    if crc != entries_crc {
+    if !crate::checksum_ok(entries_crc, crc) {
         return Err(corrupt!(
             "entry array CRC32 is 0x{entries_crc:08x} but its bytes give 0x{crc:08x}"
         ));
@@ -428,13 +428,29 @@ fn read_with(disk: &Region, ss: u64) -> Result<Table, MetaError> {
             }
         },
     };
+    let partitions = partitions(&chosen, ss, sectors)?;
+    for p in &partitions {
+        if !metadata.clip(p.start, p.start + p.len).is_empty() {
+            return Err(corrupt!(
+                "GPT partition {} (bytes {}..{}) overlaps the table's own sectors",
+                p.number,
+                p.start,
+                p.start + p.len
+            ));
+        }
+    }
     // The backup belongs at the end of the disk whatever state it is in: send the sectors a
     // valid backup would occupy (its header at the last LBA, its entry array just before), so
-    // a damaged backup is copied as it is and a good one is never left behind.
+    // a damaged backup is copied as it is and a good one is never left behind. On a disk
+    // that is not what the header says (truncated, or a header that lies) a partition may lie
+    // there: its sectors are the partition's, not the table's.
     let array_sectors = chosen.array_len.div_ceil(ss);
     let backup_start = last.saturating_sub(array_sectors).max(PRIMARY_LBA + 1);
-    metadata.insert(backup_start * ss, (last + 1 - backup_start) * ss);
-    let partitions = partitions(&chosen, ss, sectors)?;
+    let mut backup = ExtentSet::range(backup_start * ss, (last + 1 - backup_start) * ss);
+    for p in &partitions {
+        backup = backup.subtract(&ExtentSet::range(p.start, p.len));
+    }
+    metadata.union(&backup);
     Ok(Table {
         kind: TableKind::Gpt,
         partitions,

@@ -12,11 +12,14 @@ use crate::{ExtentSet, MetaError, ReadAt};
 /// Which kind of table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
+    /// A DOS partition table (with extended and logical partitions).
     Mbr,
+    /// A GUID partition table.
     Gpt,
 }
 
 impl TableKind {
+    /// The name `blockmap` prints: `mbr` or `gpt`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Mbr => "mbr",
@@ -42,6 +45,7 @@ pub struct Partition {
 /// A partition table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Table {
+    /// MBR or GPT.
     pub kind: TableKind,
     /// The partitions, by start offset; they do not overlap each other or the metadata.
     pub partitions: Vec<Partition>,

@@ -132,7 +132,7 @@ impl<'r, 'a> DescReader<'r, 'a> {
             .ok_or_else(|| corrupt!("{} group {g} descriptor: outside its block", fs.name))?;
         if let Some(want) = desc_checksum(fs, g, raw) {
             let have = le::u16(raw, CHECKSUM_OFFSET)?;
-            if have != want {
+            if !crate::checksum_ok(have, want) {
                 return Err(corrupt!(
                     "{} group {g} descriptor: checksum 0x{have:04x} does not match the computed \
                      0x{want:04x}",

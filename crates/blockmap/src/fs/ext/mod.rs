@@ -227,7 +227,7 @@ fn check_bitmap_csum(fs: &Fs, g: u64, d: &desc::GroupDesc, bitmap: &[u8]) -> Res
     if fs.desc_size < 0x3A {
         want &= 0xFFFF;
     }
-    if want != d.block_bitmap_csum {
+    if !crate::checksum_ok(d.block_bitmap_csum, want) {
         return Err(corrupt!(
             "{} group {g} block bitmap (block {}): checksum 0x{:08x} does not match the \
              computed 0x{want:08x}",

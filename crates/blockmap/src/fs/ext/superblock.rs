@@ -340,7 +340,7 @@ impl Fs {
                     sb.checksum_type
                 ));
             }
-            if sb.checksum != sb.computed_checksum {
+            if !crate::checksum_ok(sb.checksum, sb.computed_checksum) {
                 return Err(corrupt!(
                     "{name} superblock: checksum 0x{:08x} does not match the computed 0x{:08x}",
                     sb.checksum,
