@@ -77,33 +77,63 @@ mod tests {
         data
     }
 
-    #[test]
-    fn seeds() {
+    /// The seeds, by file name: valid raw, lz4 and zero chunks, and each broken one way.
+    fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         let text = testdata::text(8192, 1);
         let mut compressed = Vec::new();
         let encoded = encode(&text, &mut compressed);
         let random = testdata::random(4096, 2);
-        let seeds = [
-            vec![],
-            vec![1],
-            seed(0, 4096, &crate::digest(&random), &random),
-            seed(0, 4096, &[0; 32], &random),
-            seed(1, 8192, &encoded.digest, &compressed),
-            seed(1, 8191, &encoded.digest, &compressed),
-            seed(1, u32::MAX, &encoded.digest, &compressed),
-            seed(
-                1,
-                8192,
-                &encoded.digest,
-                &compressed[..compressed.len() / 2],
+        let half = &compressed[..compressed.len() / 2];
+        vec![
+            ("raw", seed(0, 4096, &crate::digest(&random), &random)),
+            ("raw_bad_digest", seed(0, 4096, &[0; 32], &random)),
+            ("lz4", seed(1, 8192, &encoded.digest, &compressed)),
+            ("lz4_short_len", seed(1, 8191, &encoded.digest, &compressed)),
+            (
+                "lz4_huge_len",
+                seed(1, u32::MAX, &encoded.digest, &compressed),
             ),
-            seed(2, 4096, &crate::zero_digest(4096), &[]),
-            seed(2, 4096, &crate::zero_digest(4096), &[0]),
-            seed(2, 0, &crate::zero_digest(0), &[]),
-            seed(3, 4096, &[0; 32], &[]),
-        ];
-        for data in seeds {
+            ("lz4_cut", seed(1, 8192, &encoded.digest, half)),
+            ("zero", seed(2, 4096, &crate::zero_digest(4096), &[])),
+            (
+                "zero_with_payload",
+                seed(2, 4096, &crate::zero_digest(4096), &[0]),
+            ),
+            ("zero_empty", seed(2, 0, &crate::zero_digest(0), &[])),
+            ("bad_encoding", seed(3, 4096, &[0; 32], &[])),
+        ]
+    }
+
+    fn seed_dir() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/chunk")
+    }
+
+    /// The seeds and a few tiny inputs through the entry point; the files in fuzz/seeds/chunk
+    /// are exactly these seeds.
+    #[test]
+    fn seeds_run() {
+        for data in [vec![], vec![1]] {
             verify_chunk(&data);
+        }
+        for (name, data) in seeds() {
+            verify_chunk(&data);
+            let file = std::fs::read(seed_dir().join(name));
+            assert_eq!(
+                file.ok().as_ref(),
+                Some(&data),
+                "fuzz/seeds/chunk/{name} is stale: cargo test -p blockrep-chunk -- --ignored \
+                 write_fuzz_seeds"
+            );
+        }
+    }
+
+    /// Writes fuzz/seeds/chunk.
+    #[test]
+    #[ignore = "writes the seed files"]
+    fn write_fuzz_seeds() {
+        std::fs::create_dir_all(seed_dir()).unwrap();
+        for (name, data) in seeds() {
+            std::fs::write(seed_dir().join(name), data).unwrap();
         }
     }
 }

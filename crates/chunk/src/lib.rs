@@ -13,6 +13,7 @@
 //! untrusted: no input makes it panic or allocate more than one chunk (`MAX_BLOCK_SIZE`).
 //! The encodings are specified in `docs/PROTOCOL.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod encode;
 mod error;

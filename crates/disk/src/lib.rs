@@ -17,6 +17,7 @@
 // Only the `ioctl` module needs `unsafe` (raw ioctls have no safe wrapper); it is allowed
 // there and nowhere else.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 
 mod buf;
 mod disk;

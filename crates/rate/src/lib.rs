@@ -23,6 +23,7 @@
 //! refills the bucket and never releases a burst. Reading the rules file, watching it and
 //! sleeping are the driver's business.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod consts;
 
@@ -120,17 +121,22 @@ mod tests {
     /// The fuzz entry points on their seeds, so the seeds run in every CI.
     #[test]
     fn fuzzing_seeds() {
-        for seed in [
-            r#"{"speed_limit":[{"start":"0:00","end":"8:00","speed":20},{"start":"8:00","end":"15:00","speed":50,"over_speed_threshold":50.0},{"start":"15:00","end":"23:59","speed":25}]}"#,
-            "00:00-08:00=20,08:00-15:00=50,15:00-23:59=25",
-            "22:00-06:00=5,06:00-22:00=0",
-            "0:00-24:00=10000",
-            "23:59-0:00=1",
-            "8:00-8:00=1",
-            "{",
-            "",
-        ] {
-            fuzzing::rules(seed.as_bytes());
+        // The files the `rules` fuzz target starts from (fuzz/seeds/rules), and a few inputs
+        // that must be refused.
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/seeds/rules");
+        let mut accepted = 0;
+        for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let seed = std::fs::read(entry.unwrap().path()).unwrap();
+            fuzzing::rules(&seed);
+            accepted += usize::from(Rules::parse(std::str::from_utf8(&seed).unwrap()).is_ok());
+        }
+        assert!(
+            accepted >= 6,
+            "only {accepted} seeds in {} parse",
+            dir.display()
+        );
+        for bad in ["{", "", "8:00-7:00", "25:00-1:00=1"] {
+            fuzzing::rules(bad.as_bytes());
         }
         fuzzing::rules(&[0xff, 0xfe]);
         let mut ops = vec![0, 0, 0, 0, 0, 0x98, 0x96, 0x80, 0x40];
