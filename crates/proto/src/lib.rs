@@ -53,88 +53,8 @@ pub use frame::{
 };
 pub use session::{ReceiverEvent, ReceiverSession, SenderEvent, SenderSession, Sent};
 
-/// Entry points for fuzz targets; a unit test runs each on seed inputs so they run in CI.
 #[cfg(any(feature = "fuzzing", test))]
-pub mod fuzzing {
-    use bytes::BytesMut;
-
-    use crate::{decode, Frame, ReceiverEvent, ReceiverSession};
-
-    /// Decodes every frame in `data` and feeds them to a receiver session, as a hostile sender
-    /// would, answering as a driver would (accept every HELLO, acknowledge as data arrives,
-    /// DONE after END). Must never panic. Frames that decode must re-encode to the same bytes,
-    /// and the frames the receiver answers with must decode to themselves.
-    pub fn receive(data: &[u8]) {
-        let mut buf = BytesMut::from(data);
-        let mut session = ReceiverSession::new();
-        loop {
-            let before = buf.clone();
-            match decode(&mut buf) {
-                Ok(Some(frame)) => {
-                    let used = before.len() - buf.len();
-                    let mut again = BytesMut::new();
-                    frame.encode(&mut again);
-                    assert_eq!(&again[..], &before[..used], "re-encoding differs");
-                    match session.handle_frame(frame) {
-                        Ok(ReceiverEvent::Hello(_)) => {
-                            let held = vec![Vec::new(); session.disks().len()];
-                            reply(session.accept("fuzz", held));
-                        }
-                        Ok(ReceiverEvent::Data(_)) => {
-                            // A batching driver: every other frame makes a batch durable.
-                            let (frames, bytes) = session.received();
-                            if frames % 2 == 0 {
-                                reply_opt(session.durable(frames, bytes));
-                            }
-                        }
-                        Ok(ReceiverEvent::End(_)) => {
-                            let (frames, bytes) = session.received();
-                            reply_opt(session.durable(frames, bytes));
-                            reply(session.done(bytes, 0));
-                        }
-                        Ok(ReceiverEvent::HashRequest(req)) => {
-                            // An answer of the right shape (contents do not matter here):
-                            // zero digests, or no granule differs.
-                            let n = req.digest_count() as usize;
-                            let mut h = crate::Hashes::plain(
-                                req.disk,
-                                req.digest_len,
-                                vec![0u8; n * usize::from(req.digest_len)].into(),
-                            );
-                            if req.compare.is_some() {
-                                h.digests = bytes::Bytes::new();
-                                h.differ = Some(vec![0u8; n.div_ceil(8)].into());
-                            }
-                            reply(session.hashes(h));
-                        }
-                        Ok(ReceiverEvent::PeerError(_)) => {}
-                        Err(_) => return,
-                    }
-                }
-                Ok(None) => {
-                    assert_eq!(buf, before, "an incomplete frame must not be consumed");
-                    return;
-                }
-                Err(_) => return,
-            }
-        }
-    }
-
-    fn reply_opt(frame: Option<Frame>) {
-        if let Some(frame) = frame {
-            reply(frame);
-        }
-    }
-
-    /// What the receiver sends must be a frame the sender can decode.
-    fn reply(frame: Frame) {
-        let mut bytes = BytesMut::new();
-        frame.encode(&mut bytes);
-        assert_eq!(bytes.len(), frame.encoded_len(), "encoded_len differs");
-        assert_eq!(decode(&mut bytes), Ok(Some(frame)), "reply does not decode");
-        assert!(bytes.is_empty());
-    }
-}
+pub mod fuzzing;
 
 #[cfg(test)]
 mod tests {

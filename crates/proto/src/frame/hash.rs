@@ -81,8 +81,14 @@ pub struct HashRequest {
 
 impl HashRequest {
     /// Granules: one digest each in a plain answer, one bit each in a COMPARE answer.
+    /// Counted per range, not granule by granule: the decoder calls it on a peer's request
+    /// before refusing one that asks for too many.
     pub fn digest_count(&self) -> u64 {
-        self.granules().count() as u64
+        let g = u64::from(self.granularity.max(1));
+        self.ranges
+            .iter()
+            .map(|r| u64::from(r.len).div_ceil(g))
+            .sum()
     }
 
     /// Fine granules of a COMPARE request (0 for a plain one).
@@ -563,6 +569,43 @@ mod tests {
             vec![(0, (max / 2) * 4096), (1 << 30, (max / 2 + 1) * 4096)],
         ] {
             assert_bad_request(&request(8, 4096, &ranges));
+        }
+    }
+
+    /// Found reviewing the `session` fuzz target's decoder calls: `digest_count` walked every
+    /// granule, so the most ranges of nearly 4 GiB each at 4 KiB (a 49 KB frame, about 4
+    /// billion granules) took seconds to refuse in a build with overflow checks (tests,
+    /// fuzzing); only the optimizer made it cheap in release builds.
+    #[test]
+    fn refuses_a_request_for_billions_of_granules_at_once() {
+        let ranges: Vec<(u64, u32)> = (0..u64::from(MAX_HASH_RANGES))
+            .map(|i| (i << 32, u32::MAX - 4095))
+            .collect();
+        let b = request(8, 4096, &ranges);
+        let start = std::time::Instant::now();
+        assert_bad_request(&b);
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+        // The same count as granule by granule.
+        for (granularity, ranges) in [
+            (
+                4096,
+                vec![(0, 1), (8192, 4096), (1 << 20, 4097), (1 << 30, 20 << 10)],
+            ),
+            (1 << 26, vec![(0, u32::MAX), (1 << 40, 1 << 26)]),
+        ] {
+            let req = HashRequest {
+                disk: 0,
+                digest_len: 8,
+                granularity,
+                key: KEY,
+                ranges: ranges
+                    .iter()
+                    .map(|&(offset, len)| HashRange { offset, len })
+                    .collect(),
+                compare: None,
+            };
+            assert_eq!(req.digest_count(), req.granules().count() as u64);
         }
     }
 

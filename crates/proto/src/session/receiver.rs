@@ -252,9 +252,11 @@ impl ReceiverSession {
 
     /// Reports that the first `frames` DATA frames (holding `bytes` raw bytes) are durable.
     /// Returns the ACK to send, or `None` when nothing new is durable.
+    ///
+    /// A report of more frames than were received (a driver bug) acknowledges nothing, in every
+    /// build: an ACK must never claim frames this side has not even seen.
     pub fn durable(&mut self, frames: u64, bytes: u64) -> Option<Frame> {
-        debug_assert!(frames <= self.received_frames);
-        if frames <= self.acked_frames {
+        if frames <= self.acked_frames || frames > self.received_frames {
             return None;
         }
         self.acked_frames = frames;
@@ -670,5 +672,29 @@ mod tests {
         assert_eq!(r.durable(1, 4096), None);
         assert_eq!(r.durable(2, 8192), None);
         assert!(r.durable(3, 12288).is_some());
+    }
+
+    /// Found by the `session` fuzz target: `durable` with more frames than were received hit a
+    /// `debug_assert` (a panic in debug builds) and, in release builds, returned an ACK for
+    /// frames never received, which the sender takes when it has sent that many.
+    #[test]
+    fn never_acknowledges_more_than_was_received() {
+        let mut r = streaming(testutil::hello(1).disks);
+        assert_eq!(r.durable(1, 4096), None);
+        for i in 0..2 {
+            r.handle_frame(Frame::Data(testutil::data_zero(0, i * 4096, 4096)))
+                .unwrap();
+        }
+        for (frames, bytes) in [(3, 12288), (3, 8192), (u64::MAX, u64::MAX)] {
+            assert_eq!(r.durable(frames, bytes), None, "{frames}");
+        }
+        assert_eq!(
+            r.durable(2, 8192),
+            Some(Frame::Ack(Ack {
+                frames: 2,
+                bytes: 8192
+            }))
+        );
+        assert_eq!(r.durable(3, 12288), None);
     }
 }

@@ -1,0 +1,14 @@
+//! A hostile FAT partition: the bytes after the first (a selector, ignored: the inputs are
+//! those of the `filesystem` target) through the FAT parser (as FAT12, FAT16 and FAT32).
+#![no_main]
+
+use blockrep_blockmap::fuzzing::{filesystem_family, FS_FAMILIES};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let (_, family) = FS_FAMILIES
+        .iter()
+        .find(|(name, _)| *name == "fat")
+        .expect("a family of that name");
+    filesystem_family(family, data);
+});
