@@ -64,6 +64,7 @@ fn hello() -> Frame {
             .collect(),
         verify: false,
         join: false,
+        netcheck: false,
     })
 }
 

@@ -106,11 +106,17 @@ pub fn generate(server_names: &[String]) -> Result<TestPki, Error> {
 
 /// The files [`TestPki::write`] creates.
 pub struct PkiFiles {
+    /// The CA certificate (`ca.pem`): the receiver's `--client-ca`, the sender's `--ca`.
     pub ca: PathBuf,
+    /// The CA's private key (`ca.key`), to issue more certificates.
     pub ca_key: PathBuf,
+    /// The receiver's certificate (`server.pem`).
     pub server_cert: PathBuf,
+    /// The receiver's private key (`server.key`).
     pub server_key: PathBuf,
+    /// The sender's client certificate (`client.pem`).
     pub client_cert: PathBuf,
+    /// The sender's private key (`client.key`).
     pub client_key: PathBuf,
 }
 

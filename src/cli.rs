@@ -18,16 +18,64 @@ pub fn parse_disk(s: &str) -> Result<(String, PathBuf), String> {
     Ok((id.to_owned(), PathBuf::from(path)))
 }
 
-/// Logs to stderr; `RUST_LOG` overrides `default` (e.g. `RUST_LOG=blockrep=debug`).
+/// How log lines on stderr look.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people: `2025-01-01T00:00:00Z  INFO message key=value`.
+    #[default]
+    Text,
+    /// For log collectors: one JSON object per line, with `timestamp`, `level`, `target` and
+    /// `fields` (the event's fields, its text under `message`).
+    Json,
+}
+
+/// The environment variable that chooses the log format (`text` or `json`) where no flag
+/// does.
+pub const LOG_FORMAT_ENV: &str = "BLOCKREP_LOG_FORMAT";
+
+impl LogFormat {
+    /// From [`LOG_FORMAT_ENV`]: `Ok(None)` when it is unset or empty, `Err` with the value
+    /// when it is neither `text` nor `json`.
+    pub fn from_env() -> Result<Option<Self>, String> {
+        match std::env::var(LOG_FORMAT_ENV) {
+            Err(_) => Ok(None),
+            Ok(v) if v.trim().is_empty() => Ok(None),
+            Ok(v) => match v.trim().to_ascii_lowercase().as_str() {
+                "text" => Ok(Some(Self::Text)),
+                "json" => Ok(Some(Self::Json)),
+                _ => Err(v),
+            },
+        }
+    }
+}
+
+/// Logs to stderr in the format [`LOG_FORMAT_ENV`] names (text when unset); `RUST_LOG`
+/// overrides `default` (e.g. `RUST_LOG=blockrep=debug`).
 pub fn init_logging(default: &str) {
+    match LogFormat::from_env() {
+        Ok(format) => init_logging_with(default, format.unwrap_or_default()),
+        Err(bad) => {
+            init_logging_with(default, LogFormat::Text);
+            tracing::warn!("{LOG_FORMAT_ENV}={bad:?} is neither text nor json; logging text");
+        }
+    }
+}
+
+/// Logs to stderr in `format`; `RUST_LOG` overrides `default` (e.g. `RUST_LOG=blockrep=debug`).
+pub fn init_logging_with(default: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => builder.json().with_ansi(false).try_init(),
+    };
 }
 
 #[cfg(test)]

@@ -10,7 +10,11 @@
 //!   less than one second, so a transfer's first milliseconds do not read as a huge rate);
 //! - `compress_rate`: percent of the raw bytes sent that compression and zero elimination kept
 //!   off the wire: `100 * (1 - wire / raw sent)`, 0 before anything was sent;
-//! - `remain_time`: seconds left at the acknowledged raw rate over the last 5 seconds.
+//! - `remain_time`: seconds left at the acknowledged raw rate over the last 5 seconds;
+//! - `agent_cpu_usage`: percent of the machine's CPU (all its cores) this process used over
+//!   the same window; `agent_mem_usage`: its resident memory now, in MB (10^6 bytes);
+//!   `agent_disk_io`: MB/s it read from and wrote to storage over the window (see
+//!   [`crate::usage`]).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,6 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::usage::Usage;
 
 /// The window over which rates are measured.
 const RATE_WINDOW: Duration = Duration::from_secs(5);
@@ -40,7 +46,8 @@ pub struct Progress {
     socket: Mutex<Arc<AtomicU64>>,
     /// False until the round knows its plan (a delta round compares digests first).
     pub(crate) planned: std::sync::atomic::AtomicBool,
-    samples: Mutex<VecDeque<(Instant, u64, u64)>>,
+    /// Earlier readings: socket bytes, acknowledged bytes, the process's usage.
+    samples: Mutex<VecDeque<(u64, u64, Usage)>>,
 }
 
 /// A snapshot of a transfer's progress. The first seven fields are the service's.
@@ -72,11 +79,20 @@ pub struct ProgressSnapshot {
     pub received_bytes: u64,
     /// Seconds since the transfer started.
     pub elapsed: f64,
+    /// Percent of the machine's CPU this process used over the last 5 s (50 on 2 cores is
+    /// one core busy).
+    pub agent_cpu_usage: f64,
+    /// This process's resident memory, MB.
+    pub agent_mem_usage: f64,
+    /// Storage read and written by this process over the last 5 s, MB/s.
+    pub agent_disk_io: f64,
 }
 
 impl Progress {
+    /// Counters at zero for a round named `subtask` (`MIGRATE_LINUX_BLOCK`, ...).
     pub fn new(subtask: &'static str) -> Self {
-        let start = Instant::now();
+        let usage = Usage::now();
+        let start = usage.at;
         Self {
             subtask: Mutex::new(subtask),
             start,
@@ -89,7 +105,7 @@ impl Progress {
             received: Arc::default(),
             socket: Mutex::default(),
             planned: std::sync::atomic::AtomicBool::new(false),
-            samples: Mutex::new(VecDeque::from([(start, 0, 0)])),
+            samples: Mutex::new(VecDeque::from([(0, 0, usage)])),
         }
     }
 
@@ -106,7 +122,8 @@ impl Progress {
     /// The figures now. Rates are measured between this call and the oldest of the earlier
     /// calls within the last 5 seconds.
     pub fn snapshot(&self) -> ProgressSnapshot {
-        let now = Instant::now();
+        let usage = Usage::now();
+        let now = usage.at;
         let total = self.total.load(Relaxed);
         let acked = self.acked.load(Relaxed);
         let wire = self.wire.load(Relaxed);
@@ -116,23 +133,24 @@ impl Progress {
             .unwrap_or_else(|e| e.into_inner())
             .load(Relaxed);
         let sent = self.sent.load(Relaxed);
-        let (wire_rate, acked_rate) = {
+        let (wire_rate, acked_rate, rates) = {
             let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
             // Keep one sample older than the window so the rate always spans it.
-            while samples.len() > 1 && now.duration_since(samples[1].0) >= RATE_WINDOW {
+            while samples.len() > 1 && now.duration_since(samples[1].2.at) >= RATE_WINDOW {
                 samples.pop_front();
             }
-            let (t0, w0, a0) = samples.front().copied().unwrap_or((self.start, 0, 0));
+            let (w0, a0, u0) = samples.front().copied().unwrap_or((0, 0, usage));
             // Never less than a second: a rate over the first milliseconds of a transfer is the
             // bucket's starting burst divided by almost nothing.
-            let secs = now.duration_since(t0).as_secs_f64().max(MIN_RATE_SPAN);
-            samples.push_back((now, socket, acked));
+            let secs = now.duration_since(u0.at).as_secs_f64().max(MIN_RATE_SPAN);
+            samples.push_back((socket, acked, usage));
             if samples.len() > 64 {
                 samples.remove(1);
             }
             (
                 socket.saturating_sub(w0) as f64 / secs,
                 acked.saturating_sub(a0) as f64 / secs,
+                usage.since(&u0),
             )
         };
         let remaining = total.saturating_sub(acked);
@@ -167,8 +185,16 @@ impl Progress {
             zero_bytes: self.zero.load(Relaxed),
             received_bytes: self.received.load(Relaxed),
             elapsed: now.duration_since(self.start).as_secs_f64(),
+            agent_cpu_usage: rates.map_or(0.0, |r| round1(r.cpu_percent)),
+            agent_mem_usage: round1(usage.rss_bytes as f64 / 1e6),
+            agent_disk_io: rates.map_or(0.0, |r| round1(r.io_bytes_per_sec / 1e6)),
         }
     }
+}
+
+/// One decimal is all these figures mean.
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
 
 /// Formats a byte count for people: `1.50 GiB`.
@@ -220,6 +246,9 @@ mod tests {
         assert_eq!(s.replicatesize, 250);
         assert_eq!(s.totalsize, 1000);
         assert!((s.compress_rate - 80.0).abs() < 1e-9);
+        // This test process: some memory, a CPU share that is a percentage.
+        assert!(s.agent_mem_usage >= 1.0, "{s:?}");
+        assert!((0.0..=100.0).contains(&s.agent_cpu_usage), "{s:?}");
         let json = serde_json::to_value(&s).unwrap();
         for field in [
             "subtask_name",
@@ -229,6 +258,9 @@ mod tests {
             "migrate_speed",
             "compress_rate",
             "remain_time",
+            "agent_cpu_usage",
+            "agent_mem_usage",
+            "agent_disk_io",
         ] {
             assert!(json.get(field).is_some(), "missing {field}");
         }

@@ -195,6 +195,7 @@ pub struct Paced<S> {
 }
 
 impl<S> Paced<S> {
+    /// `inner`, with its writes paced by `throttle`.
     pub fn new(inner: S, throttle: Arc<Throttle>) -> Self {
         Self {
             inner,
@@ -202,6 +203,11 @@ impl<S> Paced<S> {
             sleep: None,
             granted: 0,
         }
+    }
+
+    /// The socket inside.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
     }
 }
 

@@ -395,9 +395,14 @@ impl<'a> ClientAuth<'a> {
 
 /// `blockrep send --to ADDR <auth>`, to which a test adds the rest.
 fn send_command(to: &str, auth: &ClientAuth<'_>) -> Command {
+    connect_command("send", to, auth)
+}
+
+/// `blockrep SUBCOMMAND --to ADDR <auth>`: a command taking the connection flags.
+fn connect_command(subcommand: &str, to: &str, auth: &ClientAuth<'_>) -> Command {
     let mut cmd = Command::new(SEND);
     cmd.args([
-        "send",
+        subcommand,
         "--to",
         to,
         "--ca",
@@ -484,12 +489,28 @@ fn assert_json_progress(stdout: &str, total: u64) {
             "migrate_speed",
             "compress_rate",
             "remain_time",
+            "agent_cpu_usage",
+            "agent_mem_usage",
+            "agent_disk_io",
         ] {
             assert!(
                 v[field].is_number(),
                 "{field} missing or not a number in {line}"
             );
         }
+        // The sender's own use of the machine, measured from /proc: a real process holds
+        // some memory and uses between none and all of the CPU.
+        let cpu = v["agent_cpu_usage"].as_f64().expect("agent_cpu_usage");
+        assert!(
+            (0.0..=100.0).contains(&cpu),
+            "agent_cpu_usage {cpu} in {line}"
+        );
+        let mem = v["agent_mem_usage"].as_f64().expect("agent_mem_usage");
+        assert!(
+            mem > 1.0 && mem < 1000.0,
+            "agent_mem_usage {mem} MB in {line}"
+        );
+        assert!(v["agent_disk_io"].as_f64().is_some_and(|io| io >= 0.0));
         let pct = v["progress"].as_f64().expect("progress is a number");
         assert!((0.0..=100.0).contains(&pct), "progress {pct} in {line}");
         let done = v["replicatesize"].as_u64().expect("replicatesize is a u64");
@@ -1331,4 +1352,88 @@ fn speed_limit_file_changes_reach_a_running_transfer() {
     let (status, _) = receiver.wait();
     assert!(status.success());
     assert_file_is(&target, &data, "target after the limit was lifted");
+}
+
+/// `blockrep netcheck <connection flags> [--json]` against a real receiver: the service's
+/// NetworkCheckInfo fields, figures a loopback path must give, a burst that obeys
+/// --speed-limit, a table for people, and the receiver serving a transfer afterwards.
+#[test]
+fn netcheck_measures_the_path_to_a_receiver() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pki = blockrep_certs(&tmp.path().join("certs"));
+    let target = tmp.path().join("target.img");
+    make_target(&target, 64 * 1024);
+    let receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+    let auth = ClientAuth::of(&pki);
+    let netcheck = |extra: &[&str]| {
+        let mut cmd = connect_command("netcheck", &receiver.addr, &auth);
+        cmd.args(["--seconds", "1", "--pings", "10"]).args(extra);
+        run(&mut cmd)
+    };
+
+    let out = netcheck(&["--json"]);
+    assert!(out.status.success(), "netcheck failed: {}", out.stderr);
+    let v: Value = serde_json::from_str(out.stdout.trim())
+        .unwrap_or_else(|e| panic!("not one JSON object ({e}): {}", out.stdout));
+    for field in [
+        "network_delay",
+        "network_jitter",
+        "migration_speed",
+        "loss_percentage",
+        "cpu_usage",
+        "mem_usage",
+    ] {
+        assert!(
+            v[field].as_f64().is_some_and(|x| x >= 0.0),
+            "{field} in {v}"
+        );
+    }
+    // Loopback: little loss (the kernel does retransmit on loopback when its queues fill), a
+    // round trip well under a second, some bandwidth, a verdict that is not poor.
+    assert!(v["loss_percentage"].as_f64().unwrap() < 5.0, "{v}");
+    assert!(v["network_delay"].as_f64().unwrap() < 1000.0, "{v}");
+    assert!(v["burst_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["mem_usage"].as_f64().unwrap() > 1.0, "{v}");
+    assert!(
+        ["good", "fair"].contains(&v["evaluation_result"].as_str().unwrap()),
+        "{v}"
+    );
+
+    // Under a 20 Mbit/s limit the burst goes no faster (the bucket's first second of burst
+    // allowance aside, hence the margin), and is judged against the limit.
+    let out = netcheck(&["--json", "--speed-limit", "00:00-24:00=20"]);
+    assert!(out.status.success(), "netcheck failed: {}", out.stderr);
+    let v: Value = serde_json::from_str(out.stdout.trim()).expect("JSON");
+    assert_eq!(v["speed_limit"].as_f64(), Some(20.0), "{v}");
+    let speed = v["migration_speed"].as_f64().unwrap();
+    assert!(
+        speed > 0.0 && speed < 45.0,
+        "{speed} Mbit/s under a 20 Mbit/s limit: {v}"
+    );
+
+    // The table for people.
+    let out = netcheck(&[]);
+    assert!(out.status.success(), "netcheck failed: {}", out.stderr);
+    for word in [
+        "round trip",
+        "jitter",
+        "bandwidth",
+        "loss",
+        "agent",
+        "verdict",
+    ] {
+        assert!(out.stdout.contains(word), "no {word:?} in:\n{}", out.stdout);
+    }
+
+    // The receiver still serves a transfer after three checks.
+    let source = tmp.path().join("source.img");
+    let data = make_image(&source, 64 * 1024, 77);
+    let out = send(
+        &receiver.addr,
+        &auth,
+        &[disk("d0", &source)],
+        &["--progress", "none"],
+    );
+    assert_sent(&out, "send after netcheck");
+    assert_file_is(&target, &data, "target after netcheck and send");
 }

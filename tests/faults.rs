@@ -258,6 +258,7 @@ fn hello(id: &str, size: u64) -> Vec<u8> {
         }],
         verify: false,
         join: false,
+        netcheck: false,
     })
     .encode(&mut buf);
     buf.to_vec()

@@ -282,6 +282,7 @@ fn hello(id: &str, size: u64) -> Frame {
         }],
         verify: false,
         join: false,
+        netcheck: false,
     })
 }
 

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use blockrep::{cli, tls, Error, ReceiverConfig};
+use blockrep::cli::{self, LogFormat};
+use blockrep::{tls, Error, ReceiverConfig};
 use clap::Parser;
 use serde::Deserialize;
 
@@ -19,14 +20,33 @@ use serde::Deserialize;
         Only the disks given with --disk ID=PATH can ever be opened for writing, whatever a \
         sender asks. Every chunk's digest is checked before it is written, and data is \
         acknowledged only once it is durable (fdatasync).\n\n\
-        Settings can also come from a TOML file (--config); flags override it:\n\n\
+        Settings can also come from a TOML file (--config); flags override it. Every key, \
+        each the flag of the same name, all optional but cert, key, client_ca and a disk:\n\n\
         \x20   listen = \"0.0.0.0:8900\"\n\
         \x20   cert = \"/etc/blockrep/server.pem\"\n\
         \x20   key = \"/etc/blockrep/server.key\"\n\
         \x20   client_ca = \"/etc/blockrep/ca.pem\"\n\
         \x20   state_dir = \"/var/lib/blockrep\"\n\
+        \x20   journal_retention = \"7d\"\n\
+        \x20   once = false\n\
+        \x20   max_sessions = 16\n\
+        \x20   max_connections = 64\n\
+        \x20   handshake_timeout = 10\n\
+        \x20   idle_timeout = 60\n\
+        \x20   metrics = \"127.0.0.1:9900\"\n\
+        \x20   log_format = \"text\"\n\
         \x20   [disks]\n\
         \x20   disk0 = \"/dev/vdb\"\n\n\
+        An unknown key or a value of the wrong type is an error naming the file, the line and \
+        the key. In the source tree, docs/receiver.toml is this example with comments, and \
+        docs/HARDENING.md with docs/blockrep-receiver.service runs the receiver as a locked-down \
+        systemd service.\n\n\
+        On start it prints \"blockrep-receiver metrics on ADDR\" (with --metrics) and then \
+        \"blockrep-receiver listening on ADDR\" on stderr, so scripts can find the ports when \
+        listening on port 0; with --log-format json these are the \"message\" of JSON lines.\n\n\
+        Logs go to stderr, as text or, with --log-format json (or BLOCKREP_LOG_FORMAT=json, \
+        which blockrep reads too), one JSON object per line with timestamp, level, target and \
+        fields (the text under fields.message). RUST_LOG sets the level (default info).\n\n\
         SIGTERM or SIGINT: stop accepting, finish the writes in flight, acknowledge what is \
         durable, tell the senders, exit 0."
 )]
@@ -73,6 +93,14 @@ struct Args {
     /// Seconds a session may stay silent before it is closed [default: 60].
     #[arg(long)]
     idle_timeout: Option<u64>,
+    /// Serve Prometheus metrics (sessions, bytes, chunks, errors by code, write and sync
+    /// latency) over plain HTTP at http://ADDR/metrics, e.g. 127.0.0.1:9900. Off unless
+    /// given. Unauthenticated: bind it to localhost or a monitoring network only.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// Log lines on stderr: text, or json (one object per line) [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT", env = cli::LOG_FORMAT_ENV)]
+    log_format: Option<LogFormat>,
 }
 
 /// The TOML configuration file; every field is optional and flags win.
@@ -90,6 +118,8 @@ struct FileConfig {
     max_connections: Option<usize>,
     handshake_timeout: Option<u64>,
     idle_timeout: Option<u64>,
+    metrics: Option<SocketAddr>,
+    log_format: Option<LogFormat>,
     #[serde(default)]
     disks: BTreeMap<String, PathBuf>,
 }
@@ -97,7 +127,69 @@ struct FileConfig {
 fn load_file(path: &Path) -> Result<FileConfig, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Config(format!("cannot read {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    toml::from_str(&text).map_err(|e| Error::Config(describe_toml_error(path, &text, &e)))
+}
+
+/// One line saying where the file is wrong (line and key), what is wrong, and what to do.
+fn describe_toml_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let message = e
+        .message()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+        .replace("unknown field", "unknown key")
+        .replace("expected usize", "expected a whole number")
+        .replace("expected u64", "expected a whole number");
+    let fix = "fix or remove it (blockrep-receiver --help lists every key and its type)";
+    let Some(start) = e.span().map(|s| s.start) else {
+        return format!("{}: {message}; {fix}", path.display());
+    };
+    let before = text.get(..start).unwrap_or(text);
+    let line_no = before.matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    // The key on that line, under the table it is in ("disks.d0").
+    let table = before
+        .lines()
+        .take(line_no - 1)
+        .map(str::trim)
+        .filter(|l| l.starts_with('[') && l.ends_with(']'))
+        .last()
+        .map(|l| l.trim_matches(['[', ']', ' ']));
+    let key = if line.starts_with('[') {
+        Some(line.trim_matches(['[', ']', ' ']).to_owned())
+    } else {
+        line.split_once('=').map(|(k, _)| {
+            let k = k.trim().trim_matches(['"', '\'']);
+            table.map_or_else(|| k.to_owned(), |t| format!("{t}.{k}"))
+        })
+    };
+    match key {
+        Some(key) if !key.is_empty() && !message.contains(&format!("`{key}`")) => format!(
+            "{}, line {line_no}: key `{key}`: {message}; {fix}",
+            path.display()
+        ),
+        _ => format!("{}, line {line_no}: {message}; {fix}", path.display()),
+    }
+}
+
+/// Writes a line meant for people and scripts to stderr: as it is, or with `--log-format
+/// json` as an object shaped like the log's lines, the text under `fields.message`.
+fn say(format: LogFormat, level: &str, text: &str) {
+    match format {
+        LogFormat::Text => eprintln!("{text}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({
+                "timestamp": chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                "level": level,
+                "fields": { "message": text },
+                "target": "blockrep_receiver",
+            })
+        ),
+    }
 }
 
 fn required(value: Option<PathBuf>, flag: &str) -> Result<PathBuf, Error> {
@@ -105,21 +197,25 @@ fn required(value: Option<PathBuf>, flag: &str) -> Result<PathBuf, Error> {
 }
 
 fn main() -> ExitCode {
-    cli::init_logging("info");
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let file = args.config.as_deref().map(load_file).transpose();
+    // The flag (or its environment variable), else the file's key; a file that cannot be
+    // read leaves the flag's choice for its error line.
+    let format = args
+        .log_format
+        .or_else(|| file.as_ref().ok()?.as_ref()?.log_format)
+        .unwrap_or_default();
+    cli::init_logging_with("info", format);
+    match file.and_then(|file| run(args, file.unwrap_or_default(), format)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{}", e.user_line());
+            say(format, "ERROR", &e.user_line());
             ExitCode::FAILURE
         }
     }
 }
 
-fn run(args: Args) -> Result<ExitCode, Error> {
-    let file = match &args.config {
-        Some(path) => load_file(path)?,
-        None => FileConfig::default(),
-    };
+fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Error> {
     let cert = required(args.cert.or(file.cert), "--cert")?;
     let key = required(args.key.or(file.key), "--key")?;
     let client_ca = required(args.client_ca.or(file.client_ca), "--client-ca")?;
@@ -138,6 +234,8 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             )));
         }
     }
+    // Certificates first: a bad one is reported before anything is created on disk.
+    let tls = tls::server_config(&cert, &key, &client_ca)?;
     let state_dir = args.state_dir.or(file.state_dir);
     if let Some(dir) = &state_dir {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -147,7 +245,7 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             ))
         })?;
     }
-    let mut config = ReceiverConfig::new(tls::server_config(&cert, &key, &client_ca)?, disks);
+    let mut config = ReceiverConfig::new(tls, disks);
     config.state_dir = state_dir;
     let retention = match (args.journal_retention, file.journal_retention) {
         (Some(d), _) => Some(d),
@@ -175,6 +273,7 @@ fn run(args: Args) -> Result<ExitCode, Error> {
     }
     config.check_disks()?;
     let once = config.once;
+    let metrics_addr = args.metrics.or(file.metrics);
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -183,6 +282,28 @@ fn run(args: Args) -> Result<ExitCode, Error> {
     rt.block_on(async move {
         // Signal handlers first: once "listening" is printed, SIGTERM must mean a clean stop.
         let shutdown = shutdown_signal()?;
+        let metrics_task = match metrics_addr {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                    Error::Config(format!("cannot listen for metrics on {addr}: {e}"))
+                })?;
+                let local = listener
+                    .local_addr()
+                    .map_err(|e| Error::Config(e.to_string()))?;
+                tracing::info!("serving metrics at http://{local}/metrics");
+                // Printed before the listening line, which tells scripts the receiver is up.
+                say(
+                    format,
+                    "INFO",
+                    &format!("blockrep-receiver metrics on {local}"),
+                );
+                let metrics = config.metrics.clone();
+                Some(tokio::spawn(blockrep::metrics::serve_http(
+                    listener, metrics,
+                )))
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Error::Connect {
@@ -194,8 +315,15 @@ fn run(args: Args) -> Result<ExitCode, Error> {
             .map_err(|e| Error::Config(e.to_string()))?;
         // Scripts and tests read this line to learn the port when listening on port 0.
         tracing::info!("listening on {local}");
-        eprintln!("blockrep-receiver listening on {local}");
+        say(
+            format,
+            "INFO",
+            &format!("blockrep-receiver listening on {local}"),
+        );
         let outcome = blockrep::serve(listener, config, shutdown).await;
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         tracing::info!(
             succeeded = outcome.succeeded,
             failed = outcome.failed,
@@ -204,14 +332,15 @@ fn run(args: Args) -> Result<ExitCode, Error> {
         Ok(match outcome.first {
             Some(Ok(report)) if report.complete => ExitCode::SUCCESS,
             Some(Ok(_)) => {
-                eprintln!(
+                let line = format!(
                     "error {}: the session stopped before the end",
                     blockrep::codes::TRANSMISSION
                 );
+                say(format, "ERROR", &line);
                 ExitCode::FAILURE
             }
             Some(Err(line)) => {
-                eprintln!("{line}");
+                say(format, "ERROR", &line);
                 ExitCode::FAILURE
             }
             None if once => ExitCode::FAILURE,

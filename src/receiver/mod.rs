@@ -36,6 +36,7 @@ use writer::{write_loop, SharedJournal, WriteMsg, WriterEvent};
 
 use crate::error::{codes, sanitize};
 use crate::framed::{write_frame, FrameReader, ReadError};
+use crate::metrics::Metrics;
 use crate::Error;
 
 /// How long a failed session keeps reading (and discarding) after its ERROR, so the sender
@@ -68,6 +69,9 @@ pub struct ReceiverConfig {
     /// How long the journal of a finished session is kept (a late retry of it is then told it
     /// is all there).
     pub journal_retention: Duration,
+    /// Where sessions, bytes, chunks, errors and write and sync latencies are counted (see
+    /// [`crate::metrics`]); share it to read them while the receiver runs.
+    pub metrics: Arc<Metrics>,
 }
 
 impl ReceiverConfig {
@@ -84,6 +88,7 @@ impl ReceiverConfig {
             idle_timeout: Duration::from_secs(60),
             state_dir: None,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -133,9 +138,10 @@ pub struct ServeOutcome {
     pub failed: u64,
     /// With `once`: the first session's result.
     pub first: Option<Result<SessionReport, String>>,
-    /// More streams of sessions (HELLO JOIN) that ended well, and the raw bytes they made
-    /// durable; a session's own figures are its first connection's.
+    /// More streams of sessions (HELLO JOIN) that ended well; a session's own figures are its
+    /// first connection's.
     pub streams: u64,
+    /// The raw bytes those streams made durable.
     pub stream_bytes: u64,
 }
 
@@ -239,6 +245,7 @@ pub async fn serve(
                         continue;
                     }
                 };
+                shared.config.metrics.connection();
                 let Ok(permit) = connections.clone().try_acquire_owned() else {
                     warn!(%peer, "too many connections; closing this one");
                     continue;
@@ -251,7 +258,7 @@ pub async fn serve(
                 });
             }
             Some(joined) = tasks.join_next() => {
-                if let Some(result) = record(&mut outcome, joined) {
+                if let Some(result) = record(&mut outcome, &shared.config.metrics, joined) {
                     if shared.config.once {
                         outcome.first = Some(result);
                         break;
@@ -262,7 +269,7 @@ pub async fn serve(
     }
     let _ = stop_tx.send(true);
     while let Some(joined) = tasks.join_next().await {
-        record(&mut outcome, joined);
+        record(&mut outcome, &shared.config.metrics, joined);
     }
     outcome
 }
@@ -282,18 +289,22 @@ fn clean_journals(dir: &JournalDir, keep: Duration) {
     }
 }
 
+/// Counts how a connection ended, in `outcome` and in the metrics.
 fn record(
     outcome: &mut ServeOutcome,
+    metrics: &Metrics,
     joined: Result<Ended, tokio::task::JoinError>,
 ) -> Option<Result<SessionReport, String>> {
     match joined {
         Ok(Ended::Session(Ok(report))) => {
             outcome.succeeded += u64::from(report.complete);
             outcome.failed += u64::from(!report.complete);
+            metrics.session_ended(report.complete, None);
             Some(Ok(report))
         }
         Ok(Ended::Session(Err(e))) => {
             outcome.failed += 1;
+            metrics.session_ended(false, Some(e.code()));
             Some(Err(e.user_line()))
         }
         Ok(Ended::Stream(r)) => {
@@ -303,10 +314,14 @@ fn record(
             }
             None
         }
-        Ok(Ended::NoSession) => None,
+        Ok(Ended::NoSession) => {
+            metrics.handshake_failed();
+            None
+        }
         Err(e) => {
             warn!("a connection task failed: {e}");
             outcome.failed += 1;
+            metrics.session_ended(false, Some(codes::RECEIVE));
             Some(Err(format!(
                 "error {}: internal failure: {e}",
                 codes::RECEIVE
@@ -656,6 +671,10 @@ async fn run_session(
     if client.join {
         return run_joined(session, reader, wr, shared, client, session_id, stop).await;
     }
+    if session.netcheck() {
+        let report = serve_netcheck(session, reader, wr, shared, peer, session_id, stop).await;
+        return finish_session(session, wr, peer, report).await;
+    }
     // First take the session over from an earlier connection of it (a sender reconnecting
     // before this receiver noticed the old connection died), then count it.
     // A verification runs beside its session, not in its place.
@@ -670,6 +689,7 @@ async fn run_session(
             sessions: shared.config.max_sessions,
         });
     };
+    let _active = shared.config.metrics.session_active();
     let (targets, claim) = open_targets(shared, session)?;
     let (held, journal) = match &shared.journals {
         Some(dir) => {
@@ -804,6 +824,79 @@ struct Stream<'a> {
     verify: bool,
 }
 
+/// A network check (HELLO NETCHECK): WELCOME, then a PONG for each PING until END. Takes a
+/// session's place (so `max_sessions` bounds checks too) and its idle timeout; opens nothing.
+async fn serve_netcheck(
+    session: &mut ReceiverSession,
+    reader: &mut FrameReader<tokio::io::ReadHalf<TlsStream<TcpStream>>>,
+    wr: &mut Writer,
+    shared: &Shared,
+    peer: SocketAddr,
+    session_id: &str,
+    mut stop: watch::Receiver<bool>,
+) -> Result<SessionReport, Error> {
+    let Ok(_session_permit) = shared.sessions.clone().try_acquire_owned() else {
+        return Err(Error::Busy {
+            sessions: shared.config.max_sessions,
+        });
+    };
+    let _active = shared.config.metrics.session_active();
+    let welcome = session.accept(crate::VERSION, Vec::new());
+    write_frame(wr, &welcome)
+        .await
+        .map_err(|e| Error::Transport(format!("sending WELCOME to {peer}: {e}")))?;
+    let idle = shared.config.idle_timeout;
+    loop {
+        let frame = tokio::select! {
+            _ = stop.changed() => {
+                return Err(Error::Transport("the receiver is shutting down".into()));
+            }
+            r = tokio::time::timeout(idle, reader.read_frame()) => match r {
+                Err(_) => {
+                    return Err(Error::Transport(format!(
+                        "no frame from {peer} for {} s; closing",
+                        idle.as_secs()
+                    )))
+                }
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => {
+                    return Err(Error::Transport(format!(
+                        "{peer} closed the connection during the network check"
+                    )))
+                }
+                Ok(Err(e)) => return Err(read_error(e, peer)),
+            },
+        };
+        match session.handle_frame(frame)? {
+            ReceiverEvent::Ping(ping) => {
+                let pong = session.pong(ping);
+                write_frame(wr, &pong)
+                    .await
+                    .map_err(|e| Error::Transport(format!("sending PONG to {peer}: {e}")))?;
+            }
+            ReceiverEvent::End(end) => {
+                return Ok(SessionReport {
+                    session_id: session_id.to_owned(),
+                    peer,
+                    complete: end.complete,
+                    frames: 0,
+                    bytes: 0,
+                    data_bytes: 0,
+                    zero_bytes: 0,
+                })
+            }
+            ReceiverEvent::PeerError(e) => {
+                return Err(Error::Peer {
+                    side: "sender",
+                    code: sanitize(&e.code),
+                    message: sanitize(&e.message),
+                })
+            }
+            other => unreachable!("a network check yields PINGs and END only, not {other:?}"),
+        }
+    }
+}
+
 /// After a session's frames: DONE, with what was written.
 async fn finish_session(
     session: &mut ReceiverSession,
@@ -849,9 +942,10 @@ async fn serve_session(
     let mut hasher = Hasher::new(targets.clone());
     let (data_tx, data_rx) = mpsc::channel::<WriteMsg>(WRITE_QUEUE);
     let (event_tx, mut events) = mpsc::unbounded_channel();
+    let metrics = shared.config.metrics.clone();
     let writer = thread::Builder::new()
         .name("blockrep-write".into())
-        .spawn(move || write_loop(targets, ids, data_rx, event_tx, journal, finishes))
+        .spawn(move || write_loop(targets, ids, data_rx, event_tx, journal, finishes, metrics))
         .map_err(|e| Error::Transport(format!("cannot start a writer thread: {e}")))?;
     let mut data_tx = Some(data_tx);
     let mut complete = None;
@@ -909,6 +1003,7 @@ async fn serve_session(
                         break Err(Error::Config("DATA in a verification session: nothing is written".into()));
                     }
                     Ok(ReceiverEvent::Data(data)) => {
+                        shared.config.metrics.received(data.payload.len());
                         if let Some(tx) = &data_tx {
                             // A closed queue means the writer failed; its event says why.
                             let _ = tx.send(WriteMsg::Data(data)).await;
@@ -925,6 +1020,7 @@ async fn serve_session(
                         hasher.submit(req);
                     }
                     Ok(ReceiverEvent::Hello(_)) => unreachable!("the session refuses a second HELLO"),
+                    Ok(ReceiverEvent::Ping(_)) => unreachable!("PINGs come only in network checks, served by serve_netcheck"),
                     Err(e) => break Err(e.into()),
                 }
             }

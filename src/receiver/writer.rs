@@ -15,12 +15,14 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::Instant;
 
 use blockrep_disk::TargetDisk;
 use blockrep_proto::Data;
 use tokio::sync::mpsc;
 
 use super::journal::Journal;
+use crate::metrics::Metrics;
 use crate::Error;
 
 /// Unsynced bytes after which the writer syncs and acknowledges even while data keeps coming.
@@ -128,19 +130,23 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(targets: &[Arc<TargetDisk>], ids: &[String]) -> Result<Self, Error> {
+    fn start(
+        targets: &[Arc<TargetDisk>],
+        ids: &[String],
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, Error> {
         let (jobs, job_rx) = crossbeam_channel::bounded::<Job>(IN_FLIGHT);
         let (done_tx, done) = crossbeam_channel::unbounded();
         let mut threads = Vec::new();
         for i in 0..WORKERS {
             let (job_rx, done_tx) = (job_rx.clone(), done_tx.clone());
-            let (targets, ids) = (targets.to_vec(), ids.to_vec());
+            let (targets, ids, metrics) = (targets.to_vec(), ids.to_vec(), metrics.clone());
             let t = thread::Builder::new()
                 .name(format!("blockrep-write{i}"))
                 .spawn(move || {
                     let mut scratch = Vec::new();
                     for Job { seq, data } in job_rx {
-                        let written = write_chunk(&targets, &ids, &data, &mut scratch);
+                        let written = write_chunk(&targets, &ids, &data, &mut scratch, &metrics);
                         let c = Completion {
                             seq,
                             disk: data.disk,
@@ -173,12 +179,13 @@ impl Drop for Workers {
     }
 }
 
-/// Verifies one chunk and writes it; whether it was a zero chunk.
+/// Verifies one chunk and writes it (timing the write); whether it was a zero chunk.
 fn write_chunk(
     targets: &[Arc<TargetDisk>],
     ids: &[String],
     data: &Data,
     scratch: &mut Vec<u8>,
+    metrics: &Metrics,
 ) -> Result<bool, Error> {
     let disk = usize::from(data.disk);
     let chunk = blockrep_chunk::verify(
@@ -193,18 +200,21 @@ fn write_chunk(
         offset: data.offset,
         source,
     })?;
+    let start = Instant::now();
     targets[disk]
         .write(data.offset, &chunk)
         .map_err(|source| Error::TargetDisk {
             disk: ids[disk].clone(),
             source,
         })?;
+    metrics.written(data.encoding, data.raw_len, start.elapsed());
     Ok(chunk.is_zero())
 }
 
 /// The coordinator's books: frames handed out, completed, and durable.
 struct Books {
     targets: Vec<Arc<TargetDisk>>,
+    metrics: Arc<Metrics>,
     ids: Vec<String>,
     record: Record,
     /// Frames received (the next frame's sequence number).
@@ -265,10 +275,12 @@ impl Books {
     fn sync(&mut self) -> Result<(), Error> {
         for (i, d) in self.dirty.iter_mut().enumerate() {
             if std::mem::take(d) {
+                let start = Instant::now();
                 self.targets[i].sync().map_err(|source| Error::TargetDisk {
                     disk: self.ids[i].clone(),
                     source,
                 })?;
+                self.metrics.synced(start.elapsed());
             }
         }
         self.record.synced();
@@ -303,8 +315,9 @@ pub(super) fn write_loop(
     events: mpsc::UnboundedSender<WriterEvent>,
     journal: Option<SharedJournal>,
     finishes: bool,
+    metrics: Arc<Metrics>,
 ) {
-    let mut workers = match Workers::start(&targets, &ids) {
+    let mut workers = match Workers::start(&targets, &ids, &metrics) {
         Ok(w) => w,
         Err(e) => {
             let _ = events.send(WriterEvent::Failed(e));
@@ -314,6 +327,7 @@ pub(super) fn write_loop(
     let mut books = Books {
         dirty: vec![false; targets.len()],
         targets,
+        metrics,
         ids,
         record: Record {
             journal,

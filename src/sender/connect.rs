@@ -133,6 +133,8 @@ pub(crate) struct Link {
     pub frames: FrameRx,
     pub welcome: Welcome,
     pub peer: String,
+    /// The TCP socket's descriptor, for `TCP_INFO` (valid while the link lives).
+    pub fd: std::os::fd::RawFd,
     reader_task: tokio::task::JoinHandle<()>,
 }
 
@@ -159,6 +161,7 @@ impl Link {
         )
         .await?;
         let peer = config.target.clone();
+        let fd = std::os::fd::AsRawFd::as_raw_fd(stream.get_ref().0.get_ref());
         let (rd, mut wr) = tokio::io::split(stream);
         let mut reader = FrameReader::new(rd);
         let mut session = SenderSession::new(hello);
@@ -205,6 +208,7 @@ impl Link {
             frames,
             welcome,
             peer,
+            fd,
             reader_task,
         })
     }

@@ -5,7 +5,7 @@
 //! then the planned chunks through the pipeline, then END/DONE.
 
 mod adapt;
-mod connect;
+pub(crate) mod connect;
 mod delta;
 mod pipeline;
 mod plan;
@@ -81,6 +81,7 @@ pub struct SourceSpec {
 }
 
 impl SourceSpec {
+    /// Source disk `path` sent to the receiver's disk `id`, whole plan (`changed` none).
     pub fn new(id: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
             id: id.into(),
@@ -247,6 +248,7 @@ pub struct Control {
 }
 
 impl Control {
+    /// A new control: running, counters at zero.
     pub fn new() -> Arc<Self> {
         Arc::new(Self {
             stop: AtomicBool::new(false),
@@ -516,6 +518,7 @@ async fn run(
             .collect(),
         verify: matches!(scope, pipeline::Scope::Compare),
         join: false,
+        netcheck: false,
     };
     let mut round = Round {
         complete: false,
@@ -597,6 +600,7 @@ async fn attempt(
     if matches!(scope, pipeline::Scope::Chunks) {
         let join = Hello {
             join: true,
+            netcheck: false,
             ..hello.clone()
         };
         for _ in 1..config.streams {

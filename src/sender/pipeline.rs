@@ -250,6 +250,7 @@ impl Stream {
             SenderEvent::Done(done) => Ok(Some(done)),
             SenderEvent::PeerError(e) => Err(peer_error(e)),
             SenderEvent::Welcome(_) => unreachable!("the session refuses a second WELCOME"),
+            SenderEvent::Pong(_) => unreachable!("the session refuses a PONG it sent no PING for"),
             SenderEvent::Hashes { hashes, .. } => {
                 let probe = self
                     .delta

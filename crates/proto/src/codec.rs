@@ -15,6 +15,7 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// A reader at the start of `buf`.
     pub fn new(buf: Bytes) -> Self {
         Self { buf }
     }
@@ -44,22 +45,27 @@ impl Reader {
         Ok(out)
     }
 
+    /// A byte; `Truncated` when the bytes run out.
     pub fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.array::<1>()?[0])
     }
 
+    /// A big-endian u16; `Truncated` when the bytes run out.
     pub fn u16(&mut self) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array()?))
     }
 
+    /// A big-endian u32; `Truncated` when the bytes run out.
     pub fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
+    /// A big-endian u64; `Truncated` when the bytes run out.
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
+    /// A `DIGEST_LEN`-byte digest.
     pub fn digest(&mut self) -> Result<crate::Digest, DecodeError> {
         self.array()
     }

@@ -160,4 +160,7 @@ pub enum ProtocolError {
         /// Raw bytes this side counted.
         our_bytes: u64,
     },
+    /// A PONG that does not answer the oldest unanswered PING.
+    #[error("PONG does not answer the oldest unanswered PING")]
+    BadPong,
 }

@@ -39,7 +39,7 @@ use crate::consts::{
 use crate::frame::check;
 use crate::{
     decode, Ack, Compare, Data, DiskAnnounce, Done, Encoding, End, ErrorFrame, Extent, Frame,
-    HashRange, HashRequest, Hashes, Hello, ReceiverEvent, ReceiverSession, SenderEvent,
+    HashRange, HashRequest, Hashes, Hello, Ping, ReceiverEvent, ReceiverSession, SenderEvent,
     SenderSession, Sent, Welcome,
 };
 
@@ -90,6 +90,7 @@ pub fn receive(data: &[u8]) {
                         }
                         reply(session.hashes(h));
                     }
+                    Ok(ReceiverEvent::Ping(p)) => reply(session.pong(p)),
                     Ok(ReceiverEvent::PeerError(_)) => {}
                     Err(_) => return,
                 }
@@ -195,6 +196,12 @@ pub enum Op {
         /// How.
         how: Corruption,
     },
+    /// The sender driver of a network check sends a PING with `pad % 4096` bytes of padding
+    /// (while streaming, at most 64 unanswered).
+    Ping {
+        /// Padding.
+        pad: u16,
+    },
 }
 
 /// The sender's HELLO: 1 to 4 disks, of any valid size and block size, unique ids.
@@ -204,7 +211,7 @@ pub struct HelloOp {
     pub count: u8,
     /// The disks.
     pub disks: [DiskOp; 4],
-    /// `% 3`: no flag, VERIFY, JOIN.
+    /// `% 4`: no flag, VERIFY, JOIN, NETCHECK (then no disks).
     pub flags: u8,
     /// The session id (`% 4`) and agent version (`/ 4 % 3`).
     pub names: u8,
@@ -372,7 +379,7 @@ pub enum FuzzFrame {
         names: u8,
         /// The disks.
         disks: Vec<(u8, u64, u8)>,
-        /// `% 3`.
+        /// `% 4`: no flag, VERIFY, JOIN, NETCHECK (then no disks).
         flags: u8,
     },
     /// WELCOME: at most `MAX_DISKS` lists, 64 extents in all.
@@ -495,6 +502,24 @@ pub enum FuzzFrame {
     },
     /// An answer to the sender's oldest unanswered request, as [`Op::Answer`] builds it.
     HashesNear(AnswerOp),
+    /// PING: `pad % 4096` bytes of padding.
+    Ping {
+        /// Sequence number.
+        seq: u64,
+        /// The sender's clock.
+        time: u64,
+        /// Padding.
+        pad: u16,
+    },
+    /// PONG, any numbers.
+    Pong {
+        /// Sequence number.
+        seq: u64,
+        /// The sender's clock.
+        time: u64,
+        /// Padding answered for.
+        pad: u32,
+    },
 }
 
 /// How far a [`session`] run got, for tests that check seeds reach where they should.
@@ -524,6 +549,8 @@ pub struct Summary {
     pub ended: bool,
     /// The sender took DONE.
     pub done: bool,
+    /// PONGs the sender took (network checks).
+    pub pongs: usize,
     /// ERRORs either side took.
     pub peer_errors: usize,
     /// Protocol or decode errors either side hit (only ever after an attack).
@@ -630,6 +657,8 @@ struct SenderBooks {
     closed: bool,
     /// HASH_REQUESTs sent and not answered, oldest first.
     asked: VecDeque<HashRequest>,
+    /// PINGs sent and not answered, oldest first.
+    pings: VecDeque<Ping>,
 }
 
 struct Harness {
@@ -727,7 +756,7 @@ impl Harness {
             Op::Answer(op) => self.op_answer(op),
             Op::Durable(op) => self.op_durable(op),
             Op::End { complete } => {
-                if self.streaming() && self.tx.asked.is_empty() {
+                if self.streaming() && self.tx.asked.is_empty() && self.tx.pings.is_empty() {
                     let sender = self.sender.as_mut().expect("streaming");
                     let f = sender.end(*complete);
                     assert!(!sender.is_streaming());
@@ -782,6 +811,18 @@ impl Harness {
                 }
             }
             Op::Corrupt { to, how } => self.op_corrupt(*to, *how),
+            Op::Ping { pad } => {
+                if self.streaming() && self.netcheck() && self.tx.pings.len() < 64 {
+                    let ping = Ping {
+                        seq: self.step as u64,
+                        time: u64::from(*pad) << 20 | self.step as u64,
+                        pad: u32::from(*pad % 4096),
+                    };
+                    let f = self.sender.as_mut().expect("streaming").ping(ping);
+                    self.tx.pings.push_back(ping);
+                    self.send(Side::Receiver, f);
+                }
+            }
         }
     }
 
@@ -804,14 +845,19 @@ impl Harness {
             self.attack(|| "HELLO with a disk id twice".into());
         }
         let (session_id, agent_version) = names(op.names);
+        let netcheck = op.flags % 4 == 3;
+        if netcheck {
+            disks.clear();
+        }
         let hello = Hello {
             version_min: 1,
             version_max: 1,
             session_id,
             agent_version,
             disks,
-            verify: op.flags % 3 == 1,
-            join: op.flags % 3 == 2,
+            verify: op.flags % 4 == 1,
+            join: op.flags % 4 == 2,
+            netcheck,
         };
         let sender = SenderSession::new(hello);
         let f = sender.hello();
@@ -870,8 +916,13 @@ impl Harness {
         self.hello.as_ref().map_or(&[], |h| &h.disks[..])
     }
 
+    /// The session is a network check (no disks, no DATA or HASH_REQUEST).
+    fn netcheck(&self) -> bool {
+        self.hello.as_ref().is_some_and(|h| h.netcheck)
+    }
+
     fn op_data(&mut self, op: &DataOp) {
-        if !self.streaming() {
+        if !self.streaming() || self.netcheck() {
             return;
         }
         let disks = self.sender_disks();
@@ -914,7 +965,10 @@ impl Harness {
     }
 
     fn op_hash_request(&mut self, op: &HashRequestOp) {
-        if !self.streaming() || self.tx.asked.len() >= MAX_OUTSTANDING_HASH_REQUESTS {
+        if !self.streaming()
+            || self.netcheck()
+            || self.tx.asked.len() >= MAX_OUTSTANDING_HASH_REQUESTS
+        {
             return;
         }
         let disks = self.sender_disks();
@@ -1238,6 +1292,16 @@ impl Harness {
                 self.rx.closed = true;
                 self.summary.peer_errors += 1;
             }
+            ReceiverEvent::Ping(p) => {
+                assert!(
+                    self.receiver.disks().is_empty(),
+                    "PING taken in a session with disks: {shown}"
+                );
+                assert!(p.pad <= crate::frame::MAX_PING_PAD);
+                // The real driver answers at once.
+                let f = self.receiver.pong(p);
+                self.send(Side::Sender, f);
+            }
         }
     }
 
@@ -1293,6 +1357,11 @@ impl Harness {
                 self.summary.hash_answers += 1;
                 self.summary.compare_answers += usize::from(request.compare.is_some());
             }
+            SenderEvent::Pong(p) => {
+                let sent = self.tx.pings.pop_front();
+                assert_eq!(sent, Some(p), "a PONG for another PING taken");
+                self.summary.pongs += 1;
+            }
         }
     }
 
@@ -1346,7 +1415,10 @@ impl Harness {
                         block_size: MIN_BLOCK_SIZE << (shift % 9),
                     })
                     .collect();
-                if disks.is_empty() {
+                let netcheck = flags % 4 == 3;
+                if netcheck {
+                    disks.clear();
+                } else if disks.is_empty() {
                     disks.push(DiskAnnounce {
                         id: "disk0".into(),
                         size: 1 << 20,
@@ -1360,8 +1432,9 @@ impl Harness {
                     session_id,
                     agent_version,
                     disks,
-                    verify: flags % 3 == 1,
-                    join: flags % 3 == 2,
+                    verify: flags % 4 == 1,
+                    join: flags % 4 == 2,
+                    netcheck,
                 })
             }
             FuzzFrame::Welcome {
@@ -1562,6 +1635,16 @@ impl Harness {
                     .saturating_add_signed(i64::from(shift));
                 Frame::Data(data_frame(index as u16, offset, raw_len, 2, 0, 0))
             }
+            FuzzFrame::Ping { seq, time, pad } => Frame::Ping(Ping {
+                seq: *seq,
+                time: *time,
+                pad: u32::from(*pad % 4096),
+            }),
+            FuzzFrame::Pong { seq, time, pad } => Frame::Pong(Ping {
+                seq: *seq,
+                time: *time,
+                pad: *pad,
+            }),
             FuzzFrame::HashesNear(op) => {
                 let req = self
                     .tx
@@ -1947,12 +2030,12 @@ mod tests {
                     frames,
                     bytes,
                 } => {
-                    tag(out, 10, 14);
+                    tag(out, 10, 16);
                     complete.enc(out);
                     (*frames as u8, *bytes as u16).enc_pair(out);
                 }
                 FuzzFrame::HashesNear(op) => {
-                    tag(out, 13, 14);
+                    tag(out, 13, 16);
                     op.enc(out);
                 }
                 other => unimplemented!("{other:?} in a seed"),
@@ -1962,7 +2045,7 @@ mod tests {
 
     impl Enc for Op {
         fn enc(&self, out: &mut Vec<u8>) {
-            const N: u64 = 14;
+            const N: u64 = 15;
             match self {
                 Op::Hello(op) => {
                     tag(out, 0, N);
@@ -2016,6 +2099,10 @@ mod tests {
                     tag(out, 13, N);
                     to.enc(out);
                     how.enc(out);
+                }
+                Op::Ping { pad } => {
+                    tag(out, 14, N);
+                    pad.enc(out);
                 }
             }
         }
@@ -2135,7 +2222,34 @@ mod tests {
             code: 0,
             message: 0,
         };
+        let netcheck = Op::Hello(HelloOp {
+            flags: 3,
+            ..match hello() {
+                Op::Hello(h) => h,
+                _ => unreachable!(),
+            }
+        });
         vec![
+            (
+                "netcheck.bin",
+                vec![
+                    netcheck,
+                    Deliver(Receiver),
+                    accept(no_held()),
+                    Deliver(Sender),
+                    Op::Ping { pad: 0 },
+                    Op::Ping { pad: 4095 },
+                    Flush,
+                    Op::Ping { pad: 100 },
+                    Deliver(Receiver),
+                    Deliver(Sender),
+                    End { complete: true },
+                    Flush,
+                    Done,
+                    Flush,
+                ],
+                true,
+            ),
             (
                 "honest.bin",
                 vec![
@@ -2339,6 +2453,7 @@ mod tests {
             && s.accepted
             && s.attack.is_none()));
         assert!(any(|s| s.errors > 0));
+        assert!(any(|s| s.pongs >= 3 && s.done && s.data == 0));
     }
 
     /// `cargo test -p blockrep-proto -- --ignored write_session_seeds` rewrites the seed files.

@@ -8,6 +8,7 @@
 //!
 //! The format is written down byte by byte in `docs/PROTOCOL.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod consts;
 
@@ -49,7 +50,7 @@ mod testutil;
 pub use error::{DecodeError, ProtocolError};
 pub use frame::{
     decode, Ack, Compare, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType,
-    HashRange, HashRequest, Hashes, Hello, Welcome,
+    HashRange, HashRequest, Hashes, Hello, Ping, Welcome,
 };
 pub use session::{ReceiverEvent, ReceiverSession, SenderEvent, SenderSession, Sent};
 

@@ -123,6 +123,7 @@ pub fn hello(n: usize) -> Hello {
             .collect(),
         verify: false,
         join: false,
+        netcheck: false,
     }
 }
 

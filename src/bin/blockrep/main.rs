@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 mod limits;
 mod maps;
+mod netcheck;
 mod verify;
 
 /// Writes a line on stdout. Returns false when stdout is gone (a closed pipe: `| head`)
@@ -59,6 +60,11 @@ enum Command {
     /// found, 2 could not verify (SMS.1511). Takes the connection flags of `send`; `--mode
     /// used` (the default) checks what a used-mode round sends, `--mode full` every byte.
     Verify(Box<verify::VerifyArgs>),
+    /// Check the network to a receiver before a migration: round trip (median, p99) and
+    /// jitter of small frames, bandwidth of a short TLS burst (obeying --speed-limit), loss
+    /// and retransmissions from the kernel's TCP counters, this agent's CPU and memory, and
+    /// a verdict (good, fair, poor; exit 1 when poor). Takes the connection flags of `send`.
+    Netcheck(Box<netcheck::NetcheckArgs>),
     /// Make a CA, a server and a client certificate, for trying blockrep out.
     Certs {
         /// Directory to write ca.pem, server.pem/key, client.pem/key into (created if missing).
@@ -129,21 +135,8 @@ fn parse_granularity(s: &str) -> Result<u32, String> {
 
 #[derive(clap::Args)]
 pub(crate) struct SendArgs {
-    /// The receiver, HOST[:PORT] (port 8900 by default; [v6addr]:port for IPv6).
-    #[arg(long)]
-    to: String,
-    /// CA certificate (PEM) that issued the receiver's certificate.
-    #[arg(long)]
-    ca: PathBuf,
-    /// This agent's client certificate chain (PEM).
-    #[arg(long)]
-    cert: PathBuf,
-    /// This agent's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
-    #[arg(long)]
-    key: PathBuf,
-    /// Name the receiver's certificate must carry (default: the host part of --to).
-    #[arg(long)]
-    server_name: Option<String>,
+    #[command(flatten)]
+    conn: ConnectionArgs,
     /// Source disk PATH (file or block device) goes to the receiver's disk ID (repeatable).
     #[arg(long = "disk", value_name = "ID=PATH", required = true, value_parser = cli::parse_disk)]
     disks: Vec<(String, PathBuf)>,
@@ -169,19 +162,8 @@ pub(crate) struct SendArgs {
     /// field names), or nothing. Default: bar on a terminal, none otherwise.
     #[arg(long, value_enum)]
     progress: Option<ProgressArg>,
-    /// Speed limits by time of day, Mbit/s: `00:00-08:00=20,08:00-15:00=50,15:00-23:59=25`,
-    /// or @FILE holding the service's JSON ({"speed_limit":[{"start":"0:00","end":"8:00",
-    /// "speed":20,"over_speed_threshold":50.0},...]}) or the same shorthand. A file is re-read
-    /// when it changes and on SIGHUP; new limits apply within a second. 0 = unlimited.
-    #[arg(long, value_name = "RULES|@FILE")]
-    speed_limit: Option<String>,
-    /// The limit outside every window, Mbit/s (0 = unlimited).
-    #[arg(long, default_value_t = 0, value_name = "MBPS")]
-    speed_limit_default: u32,
-    /// Stop as a protection when the wire rate over 5 s exceeds the limit by more than PCT
-    /// percent (rules may set their own).
-    #[arg(long, value_name = "PCT", value_parser = parse_threshold)]
-    over_speed_threshold: Option<f64>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Raw bytes read but not yet durable on the target, at most.
     #[arg(long, default_value = "64MiB", value_parser = size::parse_size)]
     window: u64,
@@ -208,6 +190,77 @@ pub(crate) struct SendArgs {
     /// unless --mode full); exit 1 if it differs.
     #[arg(long)]
     verify: bool,
+}
+
+/// How to reach and authenticate to the receiver: `send`, `verify` and `netcheck`.
+#[derive(clap::Args)]
+pub(crate) struct ConnectionArgs {
+    /// The receiver, HOST[:PORT] (port 8900 by default; [v6addr]:port for IPv6).
+    #[arg(long)]
+    to: String,
+    /// CA certificate (PEM) that issued the receiver's certificate.
+    #[arg(long)]
+    ca: PathBuf,
+    /// This agent's client certificate chain (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// This agent's private key (PEM: PKCS#8, PKCS#1 RSA or SEC1 EC).
+    #[arg(long)]
+    key: PathBuf,
+    /// Name the receiver's certificate must carry (default: the host part of --to).
+    #[arg(long)]
+    server_name: Option<String>,
+}
+
+/// The rate limits a transfer (or netcheck's burst) obeys.
+#[derive(clap::Args)]
+pub(crate) struct LimitArgs {
+    /// Speed limits by time of day, Mbit/s: `00:00-08:00=20,08:00-15:00=50,15:00-23:59=25`,
+    /// or @FILE holding the service's JSON ({"speed_limit":[{"start":"0:00","end":"8:00",
+    /// "speed":20,"over_speed_threshold":50.0},...]}) or the same shorthand. A file is re-read
+    /// when it changes and on SIGHUP; new limits apply within a second. 0 = unlimited.
+    #[arg(long, value_name = "RULES|@FILE")]
+    speed_limit: Option<String>,
+    /// The limit outside every window, Mbit/s (0 = unlimited).
+    #[arg(long, default_value_t = 0, value_name = "MBPS")]
+    speed_limit_default: u32,
+    /// Stop as a protection when the wire rate over 5 s exceeds the limit by more than PCT
+    /// percent (rules may set their own).
+    #[arg(long, value_name = "PCT", value_parser = parse_threshold)]
+    over_speed_threshold: Option<f64>,
+}
+
+impl ConnectionArgs {
+    /// A configuration for these connection flags and `disks`, with the defaults otherwise.
+    pub(crate) fn config(
+        self,
+        disks: Vec<SourceSpec>,
+        limits: &LimitArgs,
+    ) -> Result<SendConfig, Error> {
+        let tls = tls::client_config(&self.ca, &self.cert, &self.key)?;
+        let mut config = SendConfig::new(self.to, tls, disks);
+        config.server_name = self.server_name;
+        config.limits = limits.throttle()?;
+        Ok(config)
+    }
+}
+
+impl LimitArgs {
+    fn throttle(&self) -> Result<std::sync::Arc<blockrep::throttle::Throttle>, Error> {
+        if self.speed_limit_default > 10_000 {
+            return Err(Error::Config(format!(
+                "--speed-limit-default {}: at most 10000 Mbit/s (0 = unlimited)",
+                self.speed_limit_default
+            )));
+        }
+        limits::throttle(
+            self.speed_limit.as_deref().map(limits::Source::parse),
+            limits::Defaults {
+                default_mbps: self.speed_limit_default,
+                threshold: self.over_speed_threshold,
+            },
+        )
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -255,6 +308,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => {
             cli::init_logging("warn");
             return verify::run(*args);
+        }
+        Command::Netcheck(args) => {
+            cli::init_logging("warn");
+            netcheck::run(*args)
         }
         Command::Certs { out, names } => certs::generate(&names)
             .and_then(|pki| pki.write(&out))
@@ -324,7 +381,6 @@ fn send_config(args: SendArgs) -> Result<(SendConfig, ProgressArg), Error> {
             "--bitmap is only used with --mode bitmap".into(),
         ));
     }
-    let tls = tls::client_config(&args.ca, &args.cert, &args.key)?;
     let mut disks = Vec::new();
     for (id, path) in args.disks {
         let mut spec = SourceSpec::new(id, path);
@@ -354,22 +410,7 @@ fn send_config(args: SendArgs) -> Result<(SendConfig, ProgressArg), Error> {
             "--bitmap {id}=...: there is no --disk {id}"
         )));
     }
-    if args.speed_limit_default > 10_000 {
-        return Err(Error::Config(format!(
-            "--speed-limit-default {}: at most 10000 Mbit/s (0 = unlimited)",
-            args.speed_limit_default
-        )));
-    }
-    let throttle = limits::throttle(
-        args.speed_limit.as_deref().map(limits::Source::parse),
-        limits::Defaults {
-            default_mbps: args.speed_limit_default,
-            threshold: args.over_speed_threshold,
-        },
-    )?;
-    let mut config = SendConfig::new(args.to, tls, disks);
-    config.limits = throttle;
-    config.server_name = args.server_name;
+    let mut config = args.conn.config(disks, &args.limits)?;
     config.mode = mode;
     config.block_size = args.block_size;
     config.window = args.window;
@@ -422,16 +463,18 @@ fn install_stop_on_signal(control: Arc<Control>) {
 
 /// Prints progress once a second until the transfer ends, and once more at the end.
 fn report(handle: &SendHandle, kind: ProgressArg) {
+    let style = |template| {
+        indicatif::ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+    };
+    // Until the round knows its plan (a delta round compares digests first) there is no
+    // total to show a bar against.
     let bar = (kind == ProgressArg::Bar).then(|| {
         let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{bar:40.cyan/blue} {percent:>3}% {binary_bytes}/{binary_total_bytes} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+        bar.set_style(style("{spinner} planning the round ... {msg}"));
         bar
     });
+    let mut planned = false;
     loop {
         let finished = handle.is_finished();
         let s = handle.progress();
@@ -442,11 +485,21 @@ fn report(handle: &SendHandle, kind: ProgressArg) {
                 }
             }
             (ProgressArg::Bar, Some(bar)) => {
+                if !planned && (s.totalsize > 0 || s.progress >= 100.0) {
+                    planned = true;
+                    bar.set_style(style(
+                        "{bar:40.cyan/blue} {percent:>3}% {binary_bytes}/{binary_total_bytes} {msg}",
+                    ));
+                }
                 bar.set_length(s.totalsize);
                 bar.set_position(s.replicatesize);
                 bar.set_message(format!(
-                    "{:.0} Mbit/s, {:.0}% saved, {} s left",
-                    s.migrate_speed, s.compress_rate, s.remain_time
+                    "{:.0} Mbit/s, {:.0}% saved, {} s left, CPU {:.0}%, {:.0} MB",
+                    s.migrate_speed,
+                    s.compress_rate,
+                    s.remain_time,
+                    s.agent_cpu_usage,
+                    s.agent_mem_usage
                 ));
             }
             _ => {}

@@ -8,7 +8,9 @@
 //! Flag bit 0, VERIFY: the session only compares (HASH_REQUESTs, no DATA) the disks of the
 //! migration session `session_id`. Flag bit 1, JOIN: another stream (TLS connection) of the
 //! session `session_id`, which is open on a first connection: its DATA is part of that
-//! session. Not both; the other bits are 0.
+//! session. Flag bit 2, NETCHECK: a network check, PINGs answered by PONGs and no data; its
+//! HELLO announces no disks (every other HELLO at least one). At most one of the three; the
+//! other bits are 0.
 
 use bytes::BufMut;
 
@@ -32,6 +34,8 @@ pub(super) const MAX_BODY: u32 = (4
 const VERIFY: u8 = 1;
 /// HELLO flag: another stream of the open session `session_id`.
 const JOIN: u8 = 2;
+/// HELLO flag: a network check (PING/PONG, no disks).
+const NETCHECK: u8 = 4;
 
 /// One disk the sender will send: the receiver maps `id` to a configured target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +68,9 @@ pub struct Hello {
     /// Another stream of the session `session_id`, open on a first connection of the same
     /// client with the same disks; the receiver refuses it otherwise. Not with `verify`.
     pub join: bool,
+    /// A network check: no disks, PINGs answered by PONGs, then END and DONE. Not with
+    /// `verify` or `join`.
+    pub netcheck: bool,
 }
 
 /// True for a block size the protocol allows.
@@ -90,7 +97,7 @@ impl Hello {
             return Err(DecodeError::BadString);
         }
         let count = r.u16()?;
-        if count == 0 || count > MAX_DISKS {
+        if count > MAX_DISKS {
             return Err(DecodeError::BadDiskCount);
         }
         // Bounded by MAX_DISKS, and each entry needs at least 14 body bytes.
@@ -115,8 +122,12 @@ impl Hello {
             });
         }
         let flags = r.u8()?;
-        if flags & !(VERIFY | JOIN) != 0 || flags == VERIFY | JOIN {
+        if flags & !(VERIFY | JOIN | NETCHECK) != 0 || flags.count_ones() > 1 {
             return Err(DecodeError::NonzeroReserved);
+        }
+        // A network check announces no disks; everything else at least one.
+        if (count == 0) != (flags == NETCHECK) {
+            return Err(DecodeError::BadDiskCount);
         }
         Ok(Self {
             version_min,
@@ -126,6 +137,7 @@ impl Hello {
             disks,
             verify: flags & VERIFY != 0,
             join: flags & JOIN != 0,
+            netcheck: flags & NETCHECK != 0,
         })
     }
 
@@ -156,7 +168,9 @@ impl Hello {
             dst.put_u32(d.block_size);
         }
         let flag = |on, bit| if on { bit } else { 0 };
-        dst.put_u8(flag(self.verify, VERIFY) | flag(self.join, JOIN));
+        dst.put_u8(
+            flag(self.verify, VERIFY) | flag(self.join, JOIN) | flag(self.netcheck, NETCHECK),
+        );
     }
 }
 
@@ -193,7 +207,7 @@ mod tests {
             }
         }
         // Both at once, or any other bit.
-        for flags in [3u8, 4, 0x80, 0xff] {
+        for flags in [3u8, 5, 6, 7, 8, 0x80, 0xff] {
             *b.last_mut().unwrap() = flags;
             assert_eq!(reject(FrameType::Hello, &b), DecodeError::NonzeroReserved);
         }
@@ -355,10 +369,30 @@ mod tests {
         // Refused on the count, before the entries (which need not be there).
         let mut b = hello_body(b"s", b"v", &[]);
         let n = b.len();
-        b[n - 2..].copy_from_slice(&(MAX_DISKS + 1).to_be_bytes());
+        // The count is the two bytes before the flags.
+        b[n - 3..n - 1].copy_from_slice(&(MAX_DISKS + 1).to_be_bytes());
         assert_eq!(reject(FrameType::Hello, &b), DecodeError::BadDiskCount);
-        b[n - 2..].copy_from_slice(&u16::MAX.to_be_bytes());
+        b[n - 3..n - 1].copy_from_slice(&u16::MAX.to_be_bytes());
         assert_eq!(reject(FrameType::Hello, &b), DecodeError::BadDiskCount);
+    }
+
+    #[test]
+    fn a_network_check_and_only_it_announces_no_disks() {
+        let mut b = hello_body(b"s", b"v", &[]);
+        *b.last_mut().unwrap() = NETCHECK;
+        match decode_one(&testutil::raw_frame(FrameType::Hello, &b)) {
+            Ok(Some(Frame::Hello(h))) => assert!(h.netcheck && h.disks.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        // With a disk, or with VERIFY or JOIN too.
+        let mut b = one_disk(b"d", 1, MIN_BLOCK_SIZE);
+        *b.last_mut().unwrap() = NETCHECK;
+        assert_eq!(reject(FrameType::Hello, &b), DecodeError::BadDiskCount);
+        let mut b = hello_body(b"s", b"v", &[]);
+        for flags in [NETCHECK | VERIFY, NETCHECK | JOIN] {
+            *b.last_mut().unwrap() = flags;
+            assert_eq!(reject(FrameType::Hello, &b), DecodeError::NonzeroReserved);
+        }
     }
 
     #[test]

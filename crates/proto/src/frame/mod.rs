@@ -17,6 +17,7 @@ mod end;
 mod error;
 mod hash;
 mod hello;
+mod ping;
 mod welcome;
 
 pub use ack::Ack;
@@ -26,6 +27,7 @@ pub use end::End;
 pub use error::ErrorFrame;
 pub use hash::{Compare, HashRange, HashRequest, Hashes};
 pub use hello::{valid_block_size, DiskAnnounce, Hello};
+pub use ping::{Ping, MAX_PAD as MAX_PING_PAD};
 pub use welcome::{Extent, Welcome};
 
 use bytes::{BufMut, BytesMut};
@@ -54,6 +56,10 @@ pub enum FrameType {
     Hashes = 0x31,
     /// Receiver to sender: everything is durable, with the receiver's counts.
     Done = 0x21,
+    /// Sender to receiver, network check only: please answer (padding measures bandwidth).
+    Ping = 0x40,
+    /// Receiver to sender: the answer to the oldest unanswered PING.
+    Pong = 0x41,
     /// Either way: the session ends with a service error code and a message.
     Error = 0x7f,
 }
@@ -70,6 +76,8 @@ impl FrameType {
             0x21 => Self::Done,
             0x30 => Self::HashRequest,
             0x31 => Self::Hashes,
+            0x40 => Self::Ping,
+            0x41 => Self::Pong,
             0x7f => Self::Error,
             _ => return None,
         })
@@ -88,6 +96,8 @@ impl FrameType {
             Self::Error => error::MAX_BODY,
             Self::HashRequest => hash::MAX_REQUEST_BODY,
             Self::Hashes => hash::MAX_HASHES_BODY,
+            Self::Ping => ping::MAX_PING_BODY,
+            Self::Pong => ping::HEAD_LEN as u32,
         }
     }
 }
@@ -95,15 +105,28 @@ impl FrameType {
 /// One frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame {
+    /// HELLO (0x01).
     Hello(Hello),
+    /// WELCOME (0x02).
     Welcome(Welcome),
+    /// DATA (0x10).
     Data(Data),
+    /// ACK (0x11).
     Ack(Ack),
+    /// END (0x20).
     End(End),
+    /// DONE (0x21).
     Done(Done),
+    /// ERROR (0x7F).
     Error(ErrorFrame),
+    /// HASH_REQUEST (0x30).
     HashRequest(HashRequest),
+    /// HASHES (0x31).
     Hashes(Hashes),
+    /// PING (0x40).
+    Ping(Ping),
+    /// PONG (0x41): the numbers of the PING it answers.
+    Pong(Ping),
 }
 
 /// A validated frame header.
@@ -176,6 +199,8 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, DecodeError> {
         FrameType::Error => Frame::Error(ErrorFrame::load(&mut r)?),
         FrameType::HashRequest => Frame::HashRequest(HashRequest::load(&mut r)?),
         FrameType::Hashes => Frame::Hashes(Hashes::load(&mut r)?),
+        FrameType::Ping => Frame::Ping(Ping::load_ping(&mut r)?),
+        FrameType::Pong => Frame::Pong(Ping::load_pong(&mut r)?),
     };
     r.finish()?;
     Ok(Some(frame))
@@ -194,6 +219,8 @@ impl Frame {
             Self::Error(_) => FrameType::Error,
             Self::HashRequest(_) => FrameType::HashRequest,
             Self::Hashes(_) => FrameType::Hashes,
+            Self::Ping(_) => FrameType::Ping,
+            Self::Pong(_) => FrameType::Pong,
         }
     }
 
@@ -213,6 +240,8 @@ impl Frame {
             Self::Error(f) => f.body_len(),
             Self::HashRequest(f) => f.body_len(),
             Self::Hashes(f) => f.body_len(),
+            Self::Ping(f) => ping::HEAD_LEN + f.pad as usize,
+            Self::Pong(_) => ping::HEAD_LEN,
         }
     }
 
@@ -234,6 +263,8 @@ impl Frame {
             Self::Error(f) => f.encode(dst),
             Self::HashRequest(f) => f.encode(dst),
             Self::Hashes(f) => f.encode(dst),
+            Self::Ping(f) => f.encode_ping(dst),
+            Self::Pong(f) => f.encode_pong(dst),
         }
     }
 }
@@ -256,7 +287,7 @@ pub(crate) mod tests {
     use crate::testutil::{self, header};
     use crate::Encoding;
 
-    const ALL_TYPES: [FrameType; 9] = [
+    const ALL_TYPES: [FrameType; 11] = [
         FrameType::Hello,
         FrameType::Welcome,
         FrameType::Data,
@@ -266,6 +297,8 @@ pub(crate) mod tests {
         FrameType::Error,
         FrameType::HashRequest,
         FrameType::Hashes,
+        FrameType::Ping,
+        FrameType::Pong,
     ];
 
     #[test]
@@ -439,7 +472,7 @@ pub(crate) mod tests {
             identifier(MAX_SESSION_ID_LEN),
             printable(MAX_VERSION_STR_LEN),
             proptest::collection::vec(disk(), 1..=usize::from(MAX_DISKS)),
-            0..3u8,
+            0..4u8,
         )
             .prop_map(
                 |((version_min, version_max), session_id, agent_version, disks, flags)| Hello {
@@ -447,9 +480,11 @@ pub(crate) mod tests {
                     version_max,
                     session_id,
                     agent_version,
-                    disks,
+                    // A network check announces no disks.
+                    disks: if flags == 3 { Vec::new() } else { disks },
                     verify: flags == 1,
                     join: flags == 2,
+                    netcheck: flags == 3,
                 },
             )
     }
@@ -642,6 +677,10 @@ pub(crate) mod tests {
             error_frame().prop_map(Frame::Error),
             hash_request().prop_map(Frame::HashRequest),
             hashes().prop_map(Frame::Hashes),
+            (any::<u64>(), any::<u64>(), 0..=4096u32)
+                .prop_map(|(seq, time, pad)| Frame::Ping(Ping { seq, time, pad })),
+            (any::<u64>(), any::<u64>(), any::<u32>())
+                .prop_map(|(seq, time, pad)| Frame::Pong(Ping { seq, time, pad })),
         ]
     }
 

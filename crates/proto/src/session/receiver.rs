@@ -4,7 +4,7 @@ use crate::consts::{MAX_OUTSTANDING_HASH_REQUESTS, VERSION_MAX, VERSION_MIN};
 use crate::error::ProtocolError;
 use crate::frame::{
     Ack, Data, DiskAnnounce, Done, End, ErrorFrame, Extent, Frame, FrameType, HashRequest, Hashes,
-    Hello, Welcome,
+    Hello, Ping, Welcome,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +47,8 @@ pub enum ReceiverEvent {
     /// The sender asks for digests of ranges checked to lie inside the disk. Answer (in
     /// order) with [`ReceiverSession::hashes`].
     HashRequest(HashRequest),
+    /// A network check's PING: answer (in order) with [`ReceiverSession::pong`].
+    Ping(Ping),
 }
 
 /// The receiver's session state machine.
@@ -60,6 +62,10 @@ pub struct ReceiverSession {
     acked_frames: u64,
     /// HASH_REQUESTs received and not yet answered.
     hash_requests: usize,
+    /// A network check (HELLO NETCHECK): PINGs only, no disks.
+    netcheck: bool,
+    /// PINGs received and not yet answered.
+    pings: usize,
 }
 
 impl Default for ReceiverSession {
@@ -69,6 +75,7 @@ impl Default for ReceiverSession {
 }
 
 impl ReceiverSession {
+    /// A session waiting for HELLO.
     pub fn new() -> Self {
         Self {
             state: State::AwaitHello,
@@ -78,12 +85,19 @@ impl ReceiverSession {
             received_bytes: 0,
             acked_frames: 0,
             hash_requests: 0,
+            netcheck: false,
+            pings: 0,
         }
     }
 
     /// The disks the sender announced (empty before HELLO).
     pub fn disks(&self) -> &[DiskAnnounce] {
         &self.disks
+    }
+
+    /// True for a network check (HELLO NETCHECK): PINGs, no disks.
+    pub fn netcheck(&self) -> bool {
+        self.netcheck
     }
 
     /// The negotiated protocol version (0 before HELLO).
@@ -128,8 +142,16 @@ impl ReceiverSession {
                 }
                 self.version = version;
                 self.disks = hello.disks.clone();
+                self.netcheck = hello.netcheck;
                 self.state = State::AwaitDecision;
                 Ok(ReceiverEvent::Hello(hello))
+            }
+            (State::Streaming, Frame::Ping(ping)) if self.netcheck => {
+                self.pings += 1;
+                Ok(ReceiverEvent::Ping(ping))
+            }
+            (State::Streaming, f @ (Frame::Data(_) | Frame::HashRequest(_))) if self.netcheck => {
+                Err(self.unexpected(f.frame_type()))
             }
             (State::Streaming, Frame::Data(data)) => {
                 self.check_data(&data)?;
@@ -145,6 +167,9 @@ impl ReceiverSession {
             (State::Streaming, Frame::End(end)) => {
                 if self.hash_requests > 0 {
                     return Err(ProtocolError::HashRequestsPending(self.hash_requests));
+                }
+                if self.pings > 0 {
+                    return Err(self.unexpected(FrameType::End));
                 }
                 if (end.frames, end.bytes) != (self.received_frames, self.received_bytes) {
                     return Err(ProtocolError::SummaryMismatch {
@@ -193,6 +218,16 @@ impl ReceiverSession {
             }
         }
         Ok(())
+    }
+
+    /// Answers the oldest unanswered PING: the PONG to send.
+    ///
+    /// # Panics
+    /// If no PING is unanswered (a driver bug).
+    pub fn pong(&mut self, ping: Ping) -> Frame {
+        assert!(self.pings > 0, "PONG without a PING");
+        self.pings -= 1;
+        Frame::Pong(ping)
     }
 
     /// Answers the oldest unanswered HASH_REQUEST (in its form: plain or COMPARE).
@@ -696,5 +731,58 @@ mod tests {
             }))
         );
         assert_eq!(r.durable(3, 12288), None);
+    }
+
+    /// A network check: PINGs answered in order, END only once all are answered; no DATA or
+    /// HASH_REQUEST. A PING outside a network check is refused.
+    #[test]
+    fn network_check_takes_pings_and_nothing_else() {
+        let ping = |seq| Ping {
+            seq,
+            time: 9,
+            pad: 100,
+        };
+        let mut r = ReceiverSession::new();
+        let hello = Hello {
+            netcheck: true,
+            ..testutil::hello(0)
+        };
+        assert!(matches!(
+            r.handle_frame(Frame::Hello(hello)),
+            Ok(ReceiverEvent::Hello(_))
+        ));
+        let _ = r.accept("test", Vec::new());
+        assert_eq!(
+            r.handle_frame(Frame::Ping(ping(1))),
+            Ok(ReceiverEvent::Ping(ping(1)))
+        );
+        let end = Frame::End(End {
+            complete: true,
+            frames: 0,
+            bytes: 0,
+        });
+        // END with a PING unanswered is refused; answered, it is taken.
+        let mut early = ReceiverSession::new();
+        let hello = Hello {
+            netcheck: true,
+            ..testutil::hello(0)
+        };
+        let _ = early.handle_frame(Frame::Hello(hello));
+        let _ = early.accept("test", Vec::new());
+        let _ = early.handle_frame(Frame::Ping(ping(1)));
+        assert!(early.handle_frame(end.clone()).is_err());
+        assert_eq!(r.pong(ping(1)), Frame::Pong(ping(1)));
+        assert!(matches!(r.handle_frame(end), Ok(ReceiverEvent::End(_))));
+
+        let mut with_disks = streaming(testutil::hello(1).disks);
+        assert!(with_disks.handle_frame(Frame::Ping(ping(1))).is_err());
+        let mut check = ReceiverSession::new();
+        let _ = check.handle_frame(Frame::Hello(Hello {
+            netcheck: true,
+            ..testutil::hello(0)
+        }));
+        let _ = check.accept("test", Vec::new());
+        let data = Frame::Data(testutil::data_zero(0, 0, 4096));
+        assert!(check.handle_frame(data).is_err());
     }
 }

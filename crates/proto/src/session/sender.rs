@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use crate::consts::{VERSION_MAX, VERSION_MIN};
 use crate::error::ProtocolError;
 use crate::frame::{
-    Done, End, ErrorFrame, Extent, Frame, FrameType, HashRequest, Hashes, Hello, Welcome,
+    Done, End, ErrorFrame, Extent, Frame, FrameType, HashRequest, Hashes, Hello, Ping, Welcome,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +59,8 @@ pub enum SenderEvent {
         /// The digests.
         hashes: Hashes,
     },
+    /// The answer to the oldest unanswered PING (checked: the same numbers).
+    Pong(Ping),
 }
 
 /// The sender's session state machine.
@@ -73,6 +75,8 @@ pub struct SenderSession {
     unacked: VecDeque<Sent>,
     /// HASH_REQUESTs sent and not yet answered, oldest first.
     hash_requests: VecDeque<HashRequest>,
+    /// PINGs sent and not yet answered, oldest first (network checks only).
+    pings: VecDeque<Ping>,
 }
 
 /// Held extents must lie inside their disk, in ascending order, without overlapping
@@ -114,6 +118,7 @@ impl SenderSession {
             acked_bytes: 0,
             unacked: VecDeque::new(),
             hash_requests: VecDeque::new(),
+            pings: VecDeque::new(),
         }
     }
 
@@ -211,6 +216,13 @@ impl SenderSession {
                 let request = self.hash_requests.pop_front().expect("checked above");
                 Ok(SenderEvent::Hashes { request, hashes })
             }
+            (State::Streaming, Frame::Pong(pong)) => {
+                if self.pings.front() != Some(&pong) {
+                    return Err(ProtocolError::BadPong);
+                }
+                self.pings.pop_front();
+                Ok(SenderEvent::Pong(pong))
+            }
             (State::Streaming | State::Ending, Frame::Ack(ack)) => {
                 let new = ack.frames.checked_sub(self.acked_frames);
                 let bad = ProtocolError::BadAck {
@@ -291,12 +303,33 @@ impl SenderSession {
         Frame::HashRequest(request)
     }
 
+    /// PINGs sent and not answered yet.
+    pub fn pings_pending(&self) -> usize {
+        self.pings.len()
+    }
+
+    /// A network check's PING: returns the frame to send. Its PONG must come back in order.
+    ///
+    /// # Panics
+    /// If not streaming, not a network check (HELLO NETCHECK), or the padding is over
+    /// [`crate::frame::MAX_PING_PAD`]: driver bugs.
+    pub fn ping(&mut self, ping: Ping) -> Frame {
+        assert_eq!(self.state, State::Streaming, "PING outside streaming");
+        assert!(self.hello.netcheck, "PING outside a network check");
+        assert!(
+            ping.pad <= crate::frame::MAX_PING_PAD,
+            "PING padding too long"
+        );
+        self.pings.push_back(ping);
+        Frame::Ping(ping)
+    }
+
     /// No more data: returns the END to send. `complete` is false when stopping early.
     pub fn end(&mut self, complete: bool) -> Frame {
         assert_eq!(self.state, State::Streaming, "END outside streaming");
         assert!(
-            self.hash_requests.is_empty(),
-            "END with HASH_REQUESTs unanswered"
+            self.hash_requests.is_empty() && self.pings.is_empty(),
+            "END with HASH_REQUESTs or PINGs unanswered"
         );
         self.state = State::Ending;
         Frame::End(End {
@@ -699,7 +732,7 @@ mod tests {
     }
 
     #[test]
-    #[should_panic(expected = "END with HASH_REQUESTs unanswered")]
+    #[should_panic(expected = "END with HASH_REQUESTs or PINGs unanswered")]
     fn ending_with_requests_unanswered_is_a_driver_bug() {
         let _ = requesting().end(true);
     }
