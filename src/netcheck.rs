@@ -170,7 +170,8 @@ pub async fn netcheck(
             sent += u64::from(BURST_PING);
             // Take the answers that are already here without waiting.
             while let Ok(r) = link.frames.try_recv() {
-                let pong = pong_of(&mut link, r)?;
+                let frame = frame_of(&link, Some(r))?;
+                let pong = pong_of(&mut link, frame)?;
                 answered += u64::from(pong.pad);
                 loaded.push(ms(nanos().saturating_sub(pong.time)));
                 last_answer = Instant::now();
@@ -243,41 +244,39 @@ async fn send(link: &mut Link, frame: &Frame) -> Result<(), Error> {
         .map_err(|e| Error::Transport(format!("sending to {peer}: {e}")))
 }
 
+/// A frame from the receiver, as the link's reader task delivers them.
+type Received = Option<Result<Option<Frame>, crate::framed::ReadError>>;
+
+/// The next frame from the receiver, waiting at most `timeout`.
 async fn recv(link: &mut Link, timeout: Duration) -> Result<Frame, Error> {
-    let peer = link.peer.clone();
     match tokio::time::timeout(timeout, link.frames.recv()).await {
+        Ok(r) => frame_of(link, r),
         Err(_) => Err(Error::Transport(format!(
-            "no answer from {peer} within {} s",
+            "no answer from {} within {} s",
+            link.peer,
             timeout.as_secs()
         ))),
-        Ok(None) | Ok(Some(Ok(None))) => Err(Error::Transport(format!(
-            "{peer} closed the connection during the network check"
+    }
+}
+
+fn frame_of(link: &Link, r: Received) -> Result<Frame, Error> {
+    match r {
+        Some(Ok(Some(frame))) => Ok(frame),
+        None | Some(Ok(None)) => Err(Error::Transport(format!(
+            "{} closed the connection during the network check",
+            link.peer
         ))),
-        Ok(Some(Err(e))) => Err(read_failure(e, &peer)),
-        Ok(Some(Ok(Some(frame)))) => Ok(frame),
+        Some(Err(e)) => Err(read_failure(e, &link.peer)),
     }
 }
 
 async fn next_pong(link: &mut Link, timeout: Duration) -> Result<Ping, Error> {
-    let r = recv(link, timeout).await?;
-    pong_of(link, Ok(Some(r)))
+    let frame = recv(link, timeout).await?;
+    pong_of(link, frame)
 }
 
-/// The PONG in `r`, through the session's checks.
-fn pong_of(
-    link: &mut Link,
-    r: Result<Option<Frame>, crate::framed::ReadError>,
-) -> Result<Ping, Error> {
-    let frame = match r {
-        Ok(Some(frame)) => frame,
-        Ok(None) => {
-            return Err(Error::Transport(format!(
-                "{} closed the connection during the network check",
-                link.peer
-            )))
-        }
-        Err(e) => return Err(read_failure(e, &link.peer)),
-    };
+/// The PONG `frame` must be, through the session's checks.
+fn pong_of(link: &mut Link, frame: Frame) -> Result<Ping, Error> {
     match link.session.handle_frame(frame)? {
         SenderEvent::Pong(p) => Ok(p),
         SenderEvent::PeerError(e) => Err(peer_error(e)),

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,51 +106,6 @@ fn assert_error_line(stderr: &str, code: &str) -> String {
         lines[0]
     );
     lines[0].to_owned()
-}
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-// ---------------------------------------------------------------------------------------------
-// Certificates
-// ---------------------------------------------------------------------------------------------
-
-/// The files of a CA, a server and a client certificate.
-#[derive(Clone)]
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-/// `blockrep certs --out DIR`.
-fn blockrep_certs(dir: &Path) -> Pki {
-    let out = run_ok(Command::new(SEND).args(["certs", "--out", p(dir)]));
-    assert!(
-        out.stderr.is_empty(),
-        "certs wrote to stderr: {}",
-        out.stderr
-    );
-    let pki = Pki {
-        ca: dir.join("ca.pem"),
-        server_cert: dir.join("server.pem"),
-        server_key: dir.join("server.key"),
-        client_cert: dir.join("client.pem"),
-        client_key: dir.join("client.key"),
-    };
-    for f in [
-        &pki.ca,
-        &pki.server_cert,
-        &pki.server_key,
-        &pki.client_cert,
-        &pki.client_key,
-    ] {
-        assert!(f.is_file(), "blockrep certs did not write {}", f.display());
-    }
-    pki
 }
 
 /// Key types and PEM forms, as `openssl` writes them.

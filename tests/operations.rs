@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver as LineRx, RecvTimeoutError};
 use std::time::{Duration, Instant};
@@ -23,30 +23,6 @@ use process::*;
 const BLOCK: u64 = 64 * 1024;
 /// How long a metric may take to reach an expected value after the event that sets it.
 const METRIC_DEADLINE: Duration = Duration::from_secs(20);
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("temporary paths are UTF-8")
-}
-
-/// The files of `blockrep certs --out DIR`.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-}
-
-fn certs(dir: &Path) -> Pki {
-    run_ok(Command::new(SEND).args(["certs", "--out", p(dir)]));
-    Pki {
-        ca: dir.join("ca.pem"),
-        server_cert: dir.join("server.pem"),
-        server_key: dir.join("server.key"),
-        client_cert: dir.join("client.pem"),
-        client_key: dir.join("client.key"),
-    }
-}
 
 /// Random data, text, a run of zeros (whole zero chunks) and a random tail.
 fn make_image(path: &Path) -> Vec<u8> {
@@ -310,7 +286,7 @@ fn scrape_until(addr: &str, series: &str, value: f64) -> BTreeMap<String, f64> {
 #[test]
 fn metrics_count_a_replication() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = certs(&tmp.path().join("certs"));
+    let pki = blockrep_certs(&tmp.path().join("certs"));
     let source = tmp.path().join("source.img");
     let target = tmp.path().join("target.img");
     let data = make_image(&source);
@@ -453,7 +429,7 @@ fn metrics_count_a_replication() {
 #[test]
 fn failed_sessions_count_their_error_codes() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = certs(&tmp.path().join("certs"));
+    let pki = blockrep_certs(&tmp.path().join("certs"));
     let source = tmp.path().join("source.img");
     let target = tmp.path().join("target.img");
     make_image(&source);
@@ -505,7 +481,7 @@ fn failed_sessions_count_their_error_codes() {
 #[test]
 fn metrics_connections_cannot_be_held_open() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = certs(&tmp.path().join("certs"));
+    let pki = blockrep_certs(&tmp.path().join("certs"));
     let target = tmp.path().join("target.img");
     fs::write(&target, vec![TARGET_FILL; 64 * 1024]).unwrap();
     let args = receiver_args(&pki, &[("d0", &target)], &["--metrics", "127.0.0.1:0"]);
@@ -659,7 +635,7 @@ fn assert_json_lines(lines: &[String], who: &str) -> Vec<Value> {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = certs(&tmp.path().join("certs"));
+    let pki = blockrep_certs(&tmp.path().join("certs"));
     let source = tmp.path().join("source.img");
     let target = tmp.path().join("target.img");
     let data = make_image(&source);
@@ -913,7 +889,7 @@ fn example_config_has_every_key_and_loads() {
 #[test]
 fn config_file_sets_metrics_and_log_format() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = certs(&tmp.path().join("certs"));
+    let pki = blockrep_certs(&tmp.path().join("certs"));
     let target = tmp.path().join("target.img");
     fs::write(&target, vec![TARGET_FILL; 64 * 1024]).unwrap();
     let config = tmp.path().join("receiver.toml");

@@ -885,15 +885,18 @@ async fn serve_netcheck(
                     zero_bytes: 0,
                 })
             }
-            ReceiverEvent::PeerError(e) => {
-                return Err(Error::Peer {
-                    side: "sender",
-                    code: sanitize(&e.code),
-                    message: sanitize(&e.message),
-                })
-            }
+            ReceiverEvent::PeerError(e) => return Err(sender_error(e)),
             other => unreachable!("a network check yields PINGs and END only, not {other:?}"),
         }
+    }
+}
+
+/// The ERROR a sender ended its session with.
+fn sender_error(e: blockrep_proto::ErrorFrame) -> Error {
+    Error::Peer {
+        side: "sender",
+        code: sanitize(&e.code),
+        message: sanitize(&e.message),
     }
 }
 
@@ -1015,7 +1018,7 @@ async fn serve_session(
                             let _ = tx.send(WriteMsg::End { complete: end.complete }).await;
                         }
                     }
-                    Ok(ReceiverEvent::PeerError(e)) => break Err(Error::Peer { side: "sender", code: sanitize(&e.code), message: sanitize(&e.message) }),
+                    Ok(ReceiverEvent::PeerError(e)) => break Err(sender_error(e)),
                     Ok(ReceiverEvent::HashRequest(req)) => {
                         hasher.submit(req);
                     }

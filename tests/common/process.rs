@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc::{self, Receiver as LineRx, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
@@ -223,4 +224,45 @@ impl Receiver {
     pub fn pid(&self) -> i32 {
         i32::try_from(self.child.0.id()).expect("pid fits i32")
     }
+}
+
+pub fn p(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// The files of a CA, a server and a client certificate (for the command lines).
+#[derive(Clone)]
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+/// `blockrep certs --out DIR`.
+pub fn blockrep_certs(dir: &Path) -> Pki {
+    let out = run_ok(Command::new(SEND).args(["certs", "--out", p(dir)]));
+    assert!(
+        out.stderr.is_empty(),
+        "certs wrote to stderr: {}",
+        out.stderr
+    );
+    let pki = Pki {
+        ca: dir.join("ca.pem"),
+        server_cert: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.pem"),
+        client_key: dir.join("client.key"),
+    };
+    for f in [
+        &pki.ca,
+        &pki.server_cert,
+        &pki.server_key,
+        &pki.client_cert,
+        &pki.client_key,
+    ] {
+        assert!(f.is_file(), "blockrep certs did not write {}", f.display());
+    }
+    pki
 }
