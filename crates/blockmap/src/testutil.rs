@@ -17,6 +17,25 @@ pub(crate) fn run(cmd: &mut Command) -> String {
     check(cmd, &out)
 }
 
+/// Unmounts `dir`. "target is busy" is retried (20 times, 0.1 s apart): another test thread
+/// forking a child can hold an inherited descriptor of a file in the mount for an instant
+/// before the child's exec closes it.
+pub(crate) fn unmount(dir: &Path) {
+    let mut cmd = Command::new("umount");
+    cmd.arg(dir);
+    for _ in 0..20 {
+        let out = cmd
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("busy") {
+            check(&cmd, &out);
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    run(&mut cmd);
+}
+
 /// Like [`run`], feeding the command `input` on its stdin.
 pub(crate) fn run_with_input(cmd: &mut Command, input: &str) -> String {
     let mut child = cmd

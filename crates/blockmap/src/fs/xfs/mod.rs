@@ -402,7 +402,7 @@ mod tests {
 
         fn unmount(mut self) {
             self.mounted = false;
-            run(Command::new("umount").arg(&self.dir));
+            crate::testutil::unmount(&self.dir);
         }
     }
 
