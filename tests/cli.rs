@@ -1318,7 +1318,8 @@ fn netcheck_measures_the_path_to_a_receiver() {
     let pki = blockrep_certs(&tmp.path().join("certs"));
     let target = tmp.path().join("target.img");
     make_target(&target, 64 * 1024);
-    let receiver = start_receiver(&pki, &[disk("d0", &target)], &[]);
+    // --once: a network check is not the session it waits for.
+    let receiver = start_receiver(&pki, &[disk("d0", &target)], &["--once"]);
     let auth = ClientAuth::of(&pki);
     let netcheck = |extra: &[&str]| {
         let mut cmd = connect_command("netcheck", &receiver.addr, &auth);
@@ -1380,7 +1381,7 @@ fn netcheck_measures_the_path_to_a_receiver() {
         assert!(out.stdout.contains(word), "no {word:?} in:\n{}", out.stdout);
     }
 
-    // The receiver still serves a transfer after three checks.
+    // The receiver still serves a transfer after three checks, then (--once) exits 0.
     let source = tmp.path().join("source.img");
     let data = make_image(&source, 64 * 1024, 77);
     let out = send(
@@ -1391,4 +1392,11 @@ fn netcheck_measures_the_path_to_a_receiver() {
     );
     assert_sent(&out, "send after netcheck");
     assert_file_is(&target, &data, "target after netcheck and send");
+    // --once: the checks were not the session it waits for; the transfer was.
+    let (status, log) = receiver.wait();
+    assert!(
+        status.success(),
+        "receiver --once: {status:?}\n{}",
+        log.join("\n")
+    );
 }

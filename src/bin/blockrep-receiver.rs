@@ -78,7 +78,8 @@ struct Args {
     /// How long the journal of a finished session is kept, e.g. 12h or 7d [default: 7d].
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     journal_retention: Option<Duration>,
-    /// Exit after the first session ends: 0 if it succeeded, 1 if not.
+    /// Exit after the first session ends (a `blockrep netcheck` does not count): 0 if it
+    /// succeeded, 1 if not.
     #[arg(long)]
     once: bool,
     /// Sessions at once; more are refused as busy [default: 16].

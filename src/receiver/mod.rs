@@ -153,6 +153,8 @@ enum Ended {
     Session(Result<SessionReport, Error>),
     /// Another stream of a session.
     Stream(Result<SessionReport, Error>),
+    /// A network check: counted in the metrics, not as the session `once` waits for.
+    Check(Result<SessionReport, Error>),
 }
 
 struct Shared {
@@ -307,6 +309,11 @@ fn record(
             metrics.session_ended(false, Some(e.code()));
             Some(Err(e.user_line()))
         }
+        Ok(Ended::Check(r)) => {
+            let code = r.as_ref().err().map(Error::code);
+            metrics.session_ended(r.is_ok(), code);
+            None
+        }
         Ok(Ended::Stream(r)) => {
             if let Ok(report) = r {
                 outcome.streams += 1;
@@ -389,7 +396,7 @@ async fn handle_connection(
         }
     };
     let session_id = hello.session_id.clone();
-    let join = hello.join;
+    let (join, netcheck) = (hello.join, hello.netcheck);
     if join {
         info!(%peer, session = %session_id, "another stream of the session");
     } else {
@@ -428,6 +435,8 @@ async fn handle_connection(
     }
     if join {
         Ended::Stream(result)
+    } else if netcheck {
+        Ended::Check(result)
     } else {
         Ended::Session(result)
     }
