@@ -891,15 +891,7 @@ fn receiver_once_exit_codes() {
 
 /// Sends SIGTERM to a receiver and asserts it exits 0 within the bound.
 fn terminate(receiver: Receiver) {
-    // SAFETY: kill(2) on our own child's pid, which the guard has not reaped yet.
-    let rc = unsafe { libc::kill(receiver.pid(), libc::SIGTERM) };
-    assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
-    let (status, lines) = receiver.wait();
-    assert!(
-        status.success(),
-        "the receiver exited with {status} on SIGTERM:\n{}",
-        lines.join("\n")
-    );
+    receiver.terminate();
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::mpsc::{Receiver as LineRx, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -527,85 +526,21 @@ fn metrics_connections_cannot_be_held_open() {
 // JSON logs
 // ---------------------------------------------------------------------------------------------
 
-/// A `blockrep-receiver` logging JSON, its address, and its stderr lines as they come.
-struct JsonReceiver {
-    child: ChildGuard,
-    addr: String,
-    lines: LineRx<String>,
-    seen: Vec<String>,
-}
-
 /// The `fields.message` of a JSON log line, if it is one.
 fn message(line: &str) -> Option<String> {
     let v: Value = serde_json::from_str(line).ok()?;
     Some(v["fields"]["message"].as_str()?.to_owned())
 }
 
-impl JsonReceiver {
-    /// Starts a receiver with `args` (which say where to listen and to log JSON) and waits
-    /// for the JSON line that says where it listens.
-    fn start(args: &[String]) -> Self {
-        let mut cmd = Command::new(RECEIVER);
-        cmd.args(args)
-            .env_remove("RUST_LOG")
-            .env_remove("BLOCKREP_LOG_FORMAT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        let mut child = ChildGuard(cmd.spawn().expect("start the receiver"));
-        let lines = lines_of(child.0.stderr.take().expect("piped stderr"));
-        let mut r = Self {
-            child,
-            addr: String::new(),
-            lines,
-            seen: Vec::new(),
-        };
-        let start = Instant::now();
-        for _ in 0..10_000 {
-            let left = STARTUP_DEADLINE.saturating_sub(start.elapsed());
-            match r.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let addr = message(&line).and_then(|m| {
-                        m.strip_prefix("blockrep-receiver listening on ")
-                            .map(str::to_owned)
-                    });
-                    r.seen.push(line);
-                    if let Some(addr) = addr {
-                        r.addr = addr;
-                        return r;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "the receiver did not say where it listens in JSON:\n{}",
-            r.seen.join("\n")
-        );
-    }
-
-    /// SIGTERM, then every line it wrote; it must exit 0.
-    fn terminate(mut self) -> Vec<String> {
-        let pid = i32::try_from(self.child.0.id()).expect("pid fits i32");
-        // SAFETY: kill(2) on our own child, which the guard has not reaped yet.
-        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
-        assert_eq!(rc, 0, "kill: {}", std::io::Error::last_os_error());
-        let status = wait_exit(&mut self.child.0, PROCESS_DEADLINE, "receiver");
-        let start = Instant::now();
-        for _ in 0..100_000 {
-            let left = Duration::from_secs(10).saturating_sub(start.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        assert!(
-            status.success(),
-            "the receiver exited {status} on SIGTERM:\n{}",
-            self.seen.join("\n")
-        );
-        self.seen
-    }
+/// A receiver started with `args` (which say where to listen and to log JSON), once its JSON
+/// line says where it listens.
+fn start_json(args: &[String]) -> Receiver {
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Receiver::start_with(&refs, false, |line| {
+        message(line)?
+            .strip_prefix("blockrep-receiver listening on ")
+            .map(str::to_owned)
+    })
 }
 
 /// Every line is one JSON object with a timestamp, a level, and fields with a message.
@@ -645,7 +580,7 @@ fn json_logs_are_one_object_per_line() {
         &[("d0", &target)],
         &["--listen", "127.0.0.1:0", "--log-format", "json"],
     );
-    let receiver = JsonReceiver::start(&args);
+    let receiver = start_json(&args);
     // A refused session (a warning) and a good one (info lines), then SIGTERM.
     let out = send(&receiver.addr, &pki, &[("nope", &source)]);
     assert!(out.stderr.contains("error SMS.2013:"), "{}", out.stderr);
@@ -908,16 +843,16 @@ fn config_file_sets_metrics_and_log_format() {
         ),
     )
     .unwrap();
-    let receiver = JsonReceiver::start(&["--config".into(), p(&config).into()]);
-    let addr = receiver
-        .seen
-        .iter()
+    let mut receiver = start_json(&["--config".into(), p(&config).into()]);
+    let log = receiver.log();
+    let addr = log
+        .lines()
         .find_map(|l| {
             message(l)?
                 .strip_prefix("blockrep-receiver metrics on ")
                 .map(str::to_owned)
         })
-        .unwrap_or_else(|| panic!("no metrics line:\n{}", receiver.seen.join("\n")));
+        .unwrap_or_else(|| panic!("no metrics line:\n{log}"));
     let m = scrape(&addr);
     assert_eq!(metric(&m, "blockrep_receiver_sessions_active"), 0.0);
     let lines = receiver.terminate();

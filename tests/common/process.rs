@@ -138,12 +138,22 @@ impl Receiver {
     /// Starts a receiver with `args` plus `--listen 127.0.0.1:0` (unless `listen` is false:
     /// then the arguments or a config file must say where) and waits for its listening line.
     pub fn start(args: &[&str], listen: bool) -> Self {
+        Self::start_with(args, listen, |line| {
+            line.strip_prefix("blockrep-receiver listening on ")
+                .map(|a| a.trim().to_owned())
+        })
+    }
+
+    /// [`Receiver::start`], finding the address in the line for which `listening` returns it
+    /// (a receiver logging JSON says where it listens inside a JSON object).
+    pub fn start_with(args: &[&str], listen: bool, listening: fn(&str) -> Option<String>) -> Self {
         let mut cmd = Command::new(RECEIVER);
         if listen {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
         cmd.args(args)
             .env_remove("RUST_LOG")
+            .env_remove("BLOCKREP_LOG_FORMAT")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -164,12 +174,10 @@ impl Receiver {
             let left = STARTUP_DEADLINE.saturating_sub(start.elapsed());
             match receiver.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let addr = line
-                        .strip_prefix("blockrep-receiver listening on ")
-                        .map(str::trim);
-                    receiver.seen.push(line.clone());
+                    let addr = listening(&line);
+                    receiver.seen.push(line);
                     if let Some(addr) = addr {
-                        addr.clone_into(&mut receiver.addr);
+                        receiver.addr = addr;
                         return receiver;
                     }
                 }
@@ -213,6 +221,20 @@ impl Receiver {
             }
         }
         (status, std::mem::take(&mut self.seen))
+    }
+
+    /// SIGTERM, then its status and every line it wrote; it must exit 0 (a clean stop).
+    pub fn terminate(self) -> Vec<String> {
+        // SAFETY: kill(2) on our own child's pid, which the guard has not reaped yet.
+        let rc = unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill failed: {}", std::io::Error::last_os_error());
+        let (status, lines) = self.wait();
+        assert!(
+            status.success(),
+            "the receiver exited with {status} on SIGTERM:\n{}",
+            lines.join("\n")
+        );
+        lines
     }
 
     /// Its stderr so far, for a failure message.
