@@ -132,6 +132,13 @@ pub enum Error {
         /// The session id.
         session: String,
     },
+    /// The client's certificate is from the client CA, but the receiver does not let this
+    /// client in, or not onto a disk it asked for (`SMS.0304`).
+    #[error("this client is not allowed: {why}")]
+    ClientNotAllowed {
+        /// Which rule refused it.
+        why: String,
+    },
     /// A verification of a session the receiver does not know (`SMS.1511`).
     #[error("the receiver has no session {session:?} to verify (nothing was migrated under this id there, or its journal was cleaned up); give the migration's --session id")]
     UnknownSession {
@@ -188,7 +195,7 @@ impl Error {
             Self::Peer { code, .. } => code,
             Self::Transport(_) => codes::TRANSMISSION,
             Self::DiskSize { .. } | Self::SessionLayout { .. } => codes::DISK_SIZE,
-            Self::SessionOwner { .. } => codes::TLS,
+            Self::SessionOwner { .. } | Self::ClientNotAllowed { .. } => codes::TLS,
             Self::UnknownDisk { .. } | Self::DiskBusy { .. } => codes::OPEN_DISK,
             Self::Busy { .. } | Self::Config(_) | Self::OverSpeed(_) | Self::NotOpen { .. } => {
                 codes::TRANSMISSION

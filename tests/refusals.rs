@@ -215,8 +215,8 @@ async fn source_larger_than_a_block_device_target_is_sms_1504() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_smaller_image_file_target_grows_to_the_source() {
-    let s = setup().await;
+async fn a_smaller_image_file_target_grows_to_the_source_with_grow_images() {
+    let s = setup_with(|c| c.grow_images = true).await;
     let big = s._dir.path().join("big.img");
     let size = make_image(&big, &[Region::Random(SIZE + 12_345)], 1);
     let summary = sender::send(

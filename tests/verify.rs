@@ -128,7 +128,9 @@ async fn a_truncated_target_file_is_found_and_repaired() {
         .unwrap()
         .set_len(cut)
         .unwrap();
-    let rx = Receiver::start(receiver_config(&pki, &[("d0", &dst)])).await;
+    let mut rconfig = receiver_config(&pki, &[("d0", &dst)]);
+    rconfig.grow_images = true;
+    let rx = Receiver::start(rconfig).await;
     let c = config(&pki, rx.addr, &src, Mode::Full);
     let v = sender::verify(c.clone(), Control::new(), None)
         .await

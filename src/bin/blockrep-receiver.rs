@@ -70,6 +70,20 @@ struct Args {
     /// (repeatable). No other path is ever opened for writing.
     #[arg(long = "disk", value_name = "ID=PATH", value_parser = cli::parse_disk)]
     disks: Vec<(String, PathBuf)>,
+    /// Only clients whose certificate matches RULE may use this receiver (repeatable): a name
+    /// (a subject alternative DNS name or the common name) or sha256:HEX (the SHA-256 of the
+    /// certificate's public key). Without it, every certificate of --client-ca may.
+    #[arg(long = "allow-client", value_name = "RULE", value_parser = blockrep::receiver::ClientRule::parse)]
+    allow_clients: Vec<blockrep::receiver::ClientRule>,
+    /// Only clients matching RULE may write or compare disk ID (repeatable, per disk; RULE as
+    /// for --allow-client). A disk without such rules is open to every allowed client.
+    #[arg(long = "disk-client", value_name = "ID=RULE", value_parser = parse_disk_client)]
+    disk_clients: Vec<(String, blockrep::receiver::ClientRule)>,
+    /// Let an image-file target smaller than its source be grown (sparse) to the source's
+    /// size, once every other check of the session passed. Without it such a target is
+    /// refused (SMS.1504) and left as it is. Block devices are never grown.
+    #[arg(long)]
+    grow_images: bool,
     /// Directory for session journals: per session, what is durable on the targets, so a
     /// sender reconnecting after this receiver restarted (even after SIGKILL or a power cut)
     /// sends only the rest. Created if missing. Without it, a restart loses that knowledge.
@@ -123,6 +137,11 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     #[serde(default)]
     disks: BTreeMap<String, PathBuf>,
+    #[serde(default)]
+    allow_clients: Vec<String>,
+    #[serde(default)]
+    disk_clients: BTreeMap<String, Vec<String>>,
+    grow_images: Option<bool>,
 }
 
 fn load_file(path: &Path) -> Result<FileConfig, Error> {
@@ -216,6 +235,61 @@ fn main() -> ExitCode {
     }
 }
 
+/// `ID=RULE` of `--disk-client`.
+fn parse_disk_client(s: &str) -> Result<(String, blockrep::receiver::ClientRule), String> {
+    let (id, rule) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?}: expected ID=RULE, e.g. root=agent-7"))?;
+    Ok((id.to_owned(), blockrep::receiver::ClientRule::parse(rule)?))
+}
+
+/// The client rules of the config file and of the flags, together.
+fn client_access(
+    file_receiver: &[String],
+    file_disks: &BTreeMap<String, Vec<String>>,
+    flags_receiver: Vec<blockrep::receiver::ClientRule>,
+    flags_disks: Vec<(String, blockrep::receiver::ClientRule)>,
+) -> Result<blockrep::receiver::ClientAccess, Error> {
+    use blockrep::receiver::ClientRule;
+    let parse =
+        |key: &str, r: &str| ClientRule::parse(r).map_err(|e| Error::Config(format!("{key}: {e}")));
+    let mut access = blockrep::receiver::ClientAccess::default();
+    for r in file_receiver {
+        access.receiver.push(parse("allow_clients", r)?);
+    }
+    access.receiver.extend(flags_receiver);
+    for (id, rules) in file_disks {
+        for r in rules {
+            let rule = parse(&format!("disk_clients.{id}"), r)?;
+            access.disks.entry(id.clone()).or_default().push(rule);
+        }
+    }
+    for (id, rule) in flags_disks {
+        access.disks.entry(id).or_default().push(rule);
+    }
+    Ok(access)
+}
+
+/// The disks of the config file and of the flags, as one list: an id given twice (in either
+/// place) is refused, naming both paths, since the list decides what may be overwritten.
+fn disk_list(
+    file: BTreeMap<String, PathBuf>,
+    flags: Vec<(String, PathBuf)>,
+) -> Result<BTreeMap<String, PathBuf>, Error> {
+    let mut disks = file;
+    for (id, path) in flags {
+        if let Some(first) = disks.get(&id) {
+            return Err(Error::Config(format!(
+                "disk id {id:?} is given twice ({} and {}); give each target disk one id",
+                first.display(),
+                path.display()
+            )));
+        }
+        disks.insert(id, path);
+    }
+    Ok(disks)
+}
+
 fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Error> {
     let cert = required(args.cert.or(file.cert), "--cert")?;
     let key = required(args.key.or(file.key), "--key")?;
@@ -224,10 +298,7 @@ fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Erro
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], blockrep::DEFAULT_PORT)));
-    let mut disks = file.disks;
-    for (id, path) in args.disks {
-        disks.insert(id, path);
-    }
+    let disks = disk_list(file.disks, args.disks)?;
     for id in disks.keys() {
         if !blockrep_proto::codec::is_identifier(id, blockrep_proto::consts::MAX_DISK_ID_LEN) {
             return Err(Error::Config(format!(
@@ -238,16 +309,16 @@ fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Erro
     // Certificates first: a bad one is reported before anything is created on disk.
     let tls = tls::server_config(&cert, &key, &client_ca)?;
     let state_dir = args.state_dir.or(file.state_dir);
-    if let Some(dir) = &state_dir {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Config(format!(
-                "cannot create the state directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-    }
+    let access = client_access(
+        &file.allow_clients,
+        &file.disk_clients,
+        args.allow_clients,
+        args.disk_clients,
+    )?;
     let mut config = ReceiverConfig::new(tls, disks);
     config.state_dir = state_dir;
+    config.access = access;
+    config.grow_images = args.grow_images || file.grow_images.unwrap_or(false);
     let retention = match (args.journal_retention, file.journal_retention) {
         (Some(d), _) => Some(d),
         (None, Some(s)) => Some(

@@ -8,6 +8,7 @@ use blockrep_disk::TargetDisk;
 use blockrep_proto::ReceiverSession;
 use tracing::{info, warn};
 
+use super::connection::Client;
 use super::journal::{self, DiskLayout};
 use super::Shared;
 use crate::Error;
@@ -31,22 +32,55 @@ impl Drop for DiskClaim<'_> {
     }
 }
 
-/// Checks the announced disks against the configuration and opens the targets.
+/// An image-file target smaller than its source, to be grown once every check passed.
+pub(super) struct Growth {
+    index: usize,
+    size: u64,
+}
+
+/// A session's targets, the image files among them to grow, and its claim on their disks.
+pub(super) type Opened<'a> = (Vec<Arc<TargetDisk>>, Vec<Growth>, DiskClaim<'a>);
+
+/// Checks the announced disks against the configuration and this client's access, claims
+/// them and opens the targets. A target smaller than its source is `SMS.1504`, unless it is an
+/// image file and the receiver runs with `--grow-images`: then it is listed to [`grow`] after the session's other checks.
 pub(super) fn open_targets<'a>(
     shared: &'a Shared,
     session: &ReceiverSession,
-) -> Result<(Vec<Arc<TargetDisk>>, DiskClaim<'a>), Error> {
+    client: &Client,
+) -> Result<Opened<'a>, Error> {
+    let config = &shared.config;
+    // Access first, for every disk, before anything is claimed or opened: a client learns
+    // nothing about a disk it may not use.
+    for disk in session.disks() {
+        if config.disks.contains_key(&disk.id)
+            && !config.access.allows_disk(&client.identity, &disk.id)
+        {
+            return Err(Error::ClientNotAllowed {
+                why: format!(
+                    "its certificate ({}) may not use disk {:?}",
+                    client.identity, disk.id
+                ),
+            });
+        }
+    }
     let mut claim = DiskClaim {
         shared,
         ids: Vec::new(),
     };
     let mut targets = Vec::new();
-    for disk in session.disks() {
-        let Some(path) = shared.config.disks.get(&disk.id) else {
-            let known: Vec<&str> = shared.config.disks.keys().map(String::as_str).collect();
+    let mut growth = Vec::new();
+    for (index, disk) in session.disks().iter().enumerate() {
+        let Some(path) = config.disks.get(&disk.id) else {
+            let usable: Vec<&str> = config
+                .disks
+                .keys()
+                .filter(|id| config.access.allows_disk(&client.identity, id))
+                .map(String::as_str)
+                .collect();
             return Err(Error::UnknownDisk {
                 disk: disk.id.clone(),
-                configured: known.join(", "),
+                configured: usable.join(", "),
             });
         };
         let fresh = shared
@@ -60,31 +94,21 @@ pub(super) fn open_targets<'a>(
             });
         }
         claim.ids.push(disk.id.clone());
-        let mut target = TargetDisk::open(path)?;
-        if target.size() < disk.size && target.kind() == blockrep_disk::DiskKind::File {
-            // An image file grows (sparse) to the source's size: a target made too small, or
-            // cut short since, is then written, compared and repaired like any other.
-            warn!(
-                disk = %disk.id,
-                "target file {} is {} bytes, the source {}: growing it",
-                path.display(),
-                target.size(),
-                disk.size
-            );
-            let grown = std::fs::OpenOptions::new()
-                .write(true)
-                .open(path)
-                .and_then(|f| f.set_len(disk.size));
-            if let Err(e) = grown {
-                warn!(disk = %disk.id, "cannot grow {}: {e}", path.display());
-            }
-            target = TargetDisk::open(path)?;
-        }
+        let target = TargetDisk::open(path)?;
         if target.size() < disk.size {
-            return Err(Error::DiskSize {
-                disk: disk.id.clone(),
-                source_size: disk.size,
-                target: target.size(),
+            // Growing only appends zeros: a verification may grow too, and then finds the
+            // missing tail as differences.
+            let growable = config.grow_images && target.kind() == blockrep_disk::DiskKind::File;
+            if !growable {
+                return Err(Error::DiskSize {
+                    disk: disk.id.clone(),
+                    source_size: disk.size,
+                    target: target.size(),
+                });
+            }
+            growth.push(Growth {
+                index,
+                size: disk.size,
             });
         }
         if let Some(why) = target.direct_unavailable() {
@@ -96,7 +120,41 @@ pub(super) fn open_targets<'a>(
         }
         targets.push(Arc::new(target));
     }
-    Ok((targets, claim))
+    Ok((targets, growth, claim))
+}
+
+/// Grows the image files listed by [`open_targets`] (sparse) to their sources' sizes and
+/// opens them again: a target made too small, or cut short since, is then written, compared
+/// and repaired like any other.
+pub(super) fn grow(
+    session: &ReceiverSession,
+    targets: &mut [Arc<TargetDisk>],
+    growth: Vec<Growth>,
+) -> Result<(), Error> {
+    for Growth { index, size } in growth {
+        let id = &session.disks()[index].id;
+        let path = targets[index].path().to_owned();
+        warn!(
+            disk = %id,
+            "target file {} is {} bytes, the source {size}: growing it (--grow-images)",
+            path.display(),
+            targets[index].size(),
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_len(size))
+            .map_err(|source| Error::TargetDisk {
+                disk: id.clone(),
+                source: blockrep_disk::DiskError::Write {
+                    path: path.clone(),
+                    offset: size,
+                    source,
+                },
+            })?;
+        targets[index] = Arc::new(TargetDisk::open(&path)?);
+    }
+    Ok(())
 }
 
 pub(super) fn layout(disks: &[blockrep_proto::DiskAnnounce]) -> Vec<DiskLayout> {

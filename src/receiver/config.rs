@@ -1,12 +1,14 @@
 //! How a receiver runs: its TLS, its target disks, its limits, and the checks at start.
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use blockrep_disk::TargetDisk;
 
+use super::identity::ClientAccess;
 use super::journal::JournalDir;
 use crate::metrics::Metrics;
 use crate::Error;
@@ -35,6 +37,11 @@ pub struct ReceiverConfig {
     /// How long the journal of a finished session is kept (a late retry of it is then told it
     /// is all there).
     pub journal_retention: Duration,
+    /// Which clients of the client CA may use the receiver, and each disk.
+    pub access: ClientAccess,
+    /// Whether an image-file target smaller than its source may be grown to the source's size
+    /// (after every other check of the session passed). Off: such a target is `SMS.1504`.
+    pub grow_images: bool,
     /// Where sessions, bytes, chunks, errors and write and sync latencies are counted (see
     /// [`crate::metrics`]); share it to read them while the receiver runs.
     pub metrics: Arc<Metrics>,
@@ -54,6 +61,8 @@ impl ReceiverConfig {
             idle_timeout: Duration::from_secs(60),
             state_dir: None,
             journal_retention: Duration::from_secs(7 * 24 * 3600),
+            access: ClientAccess::default(),
+            grow_images: false,
             metrics: Arc::new(Metrics::new()),
         }
     }
@@ -69,8 +78,36 @@ impl ReceiverConfig {
                 "no --disk ID=PATH given: the receiver would have nothing to write".into(),
             ));
         }
-        for path in self.disks.values() {
+        for id in self.access.disks.keys() {
+            if !self.disks.contains_key(id) {
+                return Err(Error::Config(format!(
+                    "client rules are given for disk id {id:?}, which is not a --disk of this receiver"
+                )));
+            }
+        }
+        // The same file or device under two ids would let two sessions write it at once.
+        let mut seen: Vec<(&str, &std::path::Path, (u64, u64))> = Vec::new();
+        for (id, path) in &self.disks {
             TargetDisk::open(path)?;
+            let meta = std::fs::metadata(path).map_err(|e| {
+                Error::Config(format!(
+                    "target disk {id}: cannot stat {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let node = if meta.file_type().is_block_device() {
+                (u64::MAX, meta.rdev())
+            } else {
+                (meta.dev(), meta.ino())
+            };
+            if let Some((other, other_path, _)) = seen.iter().find(|(_, _, n)| *n == node) {
+                return Err(Error::Config(format!(
+                    "disk ids {other:?} ({}) and {id:?} ({}) are the same target; give each target one id",
+                    other_path.display(),
+                    path.display()
+                )));
+            }
+            seen.push((id, path, node));
         }
         Ok(())
     }

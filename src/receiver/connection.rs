@@ -13,6 +13,7 @@ use tokio_rustls::server::TlsStream;
 use tracing::{info, warn};
 
 use super::accept::Ended;
+use super::identity::ClientIdentity;
 use super::session::run_session;
 use super::Shared;
 use crate::error::sanitize;
@@ -27,11 +28,13 @@ pub(super) type Reader = FrameReader<ReadHalf<TlsStream<TcpStream>>>;
 
 pub(super) type Writer = WriteHalf<TlsStream<TcpStream>>;
 
-/// The sender of a session: its address, the blake3 of its client certificate, and what its
-/// HELLO asked for.
+/// The sender of a session: its address, who it is, and what its HELLO asked for.
 pub(super) struct Client {
     pub addr: SocketAddr,
+    /// blake3 of the client certificate's DER: who owns a session's journal.
     pub cert: [u8; 32],
+    /// What the certificate says, for the allow rules.
+    pub identity: ClientIdentity,
     /// Only compare (HELLO VERIFY): nothing is written.
     pub verify: bool,
     /// Another stream of an open session (HELLO JOIN).
@@ -83,13 +86,25 @@ pub(super) async fn handle_connection(
             return Ended::NoSession;
         }
     };
-    // Who the client is: only the certificate that started a session may resume it.
-    let cert = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map_or([0; 32], |c| *blake3::hash(c.as_ref()).as_bytes());
+    // Who the client is (only the certificate that started a session may resume it), and
+    // whether it may use this receiver; told after its HELLO, so it reads why.
+    let identity = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        Some(cert) => ClientIdentity::from_der(cert.as_ref()),
+        None => Err(Error::ClientNotAllowed {
+            why: "it presented no certificate".into(),
+        }),
+    }
+    .and_then(|id| {
+        if shared.config.access.allows(&id) {
+            Ok(id)
+        } else {
+            Err(Error::ClientNotAllowed {
+                why: format!(
+                    "its certificate ({id}) matches none of the receiver's --allow-client rules"
+                ),
+            })
+        }
+    });
     let (rd, mut wr) = tokio::io::split(tls);
     let mut reader = FrameReader::new(rd);
     let mut session = ReceiverSession::new();
@@ -112,9 +127,25 @@ pub(super) async fn handle_connection(
     };
     let hello = match session.handle_frame(first) {
         Ok(ReceiverEvent::Hello(hello)) => hello,
-        Ok(_) | Err(_) => {
-            warn!(%peer, "the first frame is not a valid HELLO; closing");
-            let e = Error::Config("the first frame must be a valid HELLO".into());
+        other => {
+            // A protocol error with its reason (a version this receiver does not speak, a
+            // HELLO that breaks a rule): the sender reports it and does not retry.
+            let e = Error::Protocol(match other {
+                Err(e) => e,
+                Ok(_) => blockrep_proto::ProtocolError::Unexpected {
+                    frame: blockrep_proto::FrameType::Hello,
+                    state: "waiting for HELLO",
+                },
+            });
+            warn!(%peer, "refusing the session: {e}");
+            send_error(&mut session, &mut wr, &e).await;
+            return Ended::NoSession;
+        }
+    };
+    let identity = match identity {
+        Ok(id) => id,
+        Err(e) => {
+            warn!(%peer, "refusing the session: {e}");
             send_error(&mut session, &mut wr, &e).await;
             return Ended::NoSession;
         }
@@ -132,7 +163,8 @@ pub(super) async fn handle_connection(
         wr,
         client: Client {
             addr: peer,
-            cert,
+            cert: identity.fingerprint,
+            identity,
             verify: hello.verify,
             join: hello.join,
         },

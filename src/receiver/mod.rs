@@ -9,7 +9,8 @@
 //! The modules, in the order a connection meets them:
 //!
 //! - `accept`: [`serve`], the accept loop, connection budgets, shutdown, how connections ended;
-//! - `connection`: TLS, who the client is, the HELLO, and the session's end;
+//! - `connection`: TLS, the HELLO, and the session's end;
+//! - `identity`: who the client is, and which clients may use the receiver and each disk;
 //! - `admission`: which disks a session may open, and opening them;
 //! - `resume`: what a session's journal says it holds already;
 //! - `session`: a session's first connection, and the loop of WELCOME, DATA, HASH_REQUESTs
@@ -31,6 +32,7 @@ mod admission;
 mod config;
 mod connection;
 mod hasher;
+mod identity;
 pub(crate) mod journal;
 mod live;
 mod netcheck;
@@ -41,6 +43,7 @@ mod writer;
 
 pub use accept::serve;
 pub use config::ReceiverConfig;
+pub use identity::{ClientAccess, ClientRule};
 
 use journal::JournalDir;
 use streams::OpenSession;

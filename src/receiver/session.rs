@@ -11,7 +11,7 @@ use blockrep_proto::ReceiverEvent;
 use tokio::sync::mpsc;
 use tracing::info;
 
-use super::admission::{layout, open_targets};
+use super::admission::{grow, layout, open_targets};
 use super::connection::{read_error, sender_error, Conn};
 use super::hasher::Hasher;
 use super::live;
@@ -57,7 +57,7 @@ pub(super) async fn run_session(conn: &mut Conn, shared: &Shared) -> Result<Sess
         });
     };
     let _active = shared.config.metrics.session_active();
-    let (targets, claim) = open_targets(shared, &conn.session)?;
+    let (mut targets, growth, claim) = open_targets(shared, &conn.session, &conn.client)?;
     let (held, journal) = match &shared.journals {
         Some(dir) => {
             let (dir, id, disks) = (
@@ -77,6 +77,7 @@ pub(super) async fn run_session(conn: &mut Conn, shared: &Shared) -> Result<Sess
         }
         None => (vec![Vec::new(); targets.len()], None),
     };
+    grow(&conn.session, &mut targets, growth)?;
     let journal: SharedJournal = Arc::new(Mutex::new(journal));
     // Open to more streams of the same client, before the sender hears WELCOME.
     let open = (!verify).then(|| {
@@ -213,7 +214,10 @@ pub(super) async fn serve_session(
                 };
                 match conn.session.handle_frame(frame) {
                     Ok(ReceiverEvent::Data(_)) if verify => {
-                        break Err(Error::Config("DATA in a verification session: nothing is written".into()));
+                        break Err(Error::Protocol(blockrep_proto::ProtocolError::Unexpected {
+                            frame: blockrep_proto::FrameType::Data,
+                            state: "verifying (a verification writes nothing)",
+                        }));
                     }
                     Ok(ReceiverEvent::Data(data)) => {
                         shared.config.metrics.received(data.payload.len());

@@ -226,6 +226,8 @@ struct Books {
     /// The completed prefix: frames and their raw bytes.
     frames: u64,
     bytes: u64,
+    /// The prefix of frames (and raw bytes) that the last good sync made durable.
+    durable: (u64, u64),
     /// Bytes completed since the last sync, and the disks they went to.
     unsynced: u64,
     dirty: Vec<bool>,
@@ -271,20 +273,24 @@ impl Books {
     }
 
     /// Makes the completed prefix durable (fdatasync of the disks written) and records it in
-    /// the journal.
+    /// the journal. A disk stays dirty until its sync succeeds; after a failed sync nothing
+    /// completed since the last good one is ever recorded or reported durable (the target
+    /// keeps failing its syncs: see [`TargetDisk::sync`]), and the session fails.
     fn sync(&mut self) -> Result<(), Error> {
-        for (i, d) in self.dirty.iter_mut().enumerate() {
-            if std::mem::take(d) {
+        for i in 0..self.dirty.len() {
+            if self.dirty[i] {
                 let start = Instant::now();
                 self.targets[i].sync().map_err(|source| Error::TargetDisk {
                     disk: self.ids[i].clone(),
                     source,
                 })?;
+                self.dirty[i] = false;
                 self.metrics.synced(start.elapsed());
             }
         }
         self.record.synced();
         self.unsynced = 0;
+        self.durable = (self.frames, self.bytes);
         Ok(())
     }
 
@@ -295,10 +301,8 @@ impl Books {
     ) -> Result<(), Error> {
         if self.unsynced > 0 {
             self.sync()?;
-            let _ = events.send(WriterEvent::Durable {
-                frames: self.frames,
-                bytes: self.bytes,
-            });
+            let (frames, bytes) = self.durable;
+            let _ = events.send(WriterEvent::Durable { frames, bytes });
         }
         Ok(())
     }
@@ -338,6 +342,7 @@ pub(super) fn write_loop(
         completed: BTreeMap::new(),
         frames: 0,
         bytes: 0,
+        durable: (0, 0),
         unsynced: 0,
         data_bytes: 0,
         zero_bytes: 0,
@@ -359,11 +364,15 @@ pub(super) fn write_loop(
         }
     }
     drop(workers);
-    let synced = books.sync();
-    let _ = events.send(WriterEvent::Durable {
-        frames: books.frames,
-        bytes: books.bytes,
-    });
+    // A failed sync (now or earlier) reports nothing more as durable.
+    let synced = match &outcome {
+        Ok(()) => books.sync(),
+        Err(_) => Ok(()),
+    };
+    if synced.is_ok() && outcome.is_ok() {
+        let (frames, bytes) = books.durable;
+        let _ = events.send(WriterEvent::Durable { frames, bytes });
+    }
     match outcome
         .and(synced)
         .and(books.failed.take().map_or(Ok(()), Err))

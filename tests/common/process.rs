@@ -126,6 +126,12 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// The address in a text-logging receiver's listening line.
+pub fn listening_line(line: &str) -> Option<String> {
+    line.strip_prefix("blockrep-receiver listening on ")
+        .map(|a| a.trim().to_owned())
+}
+
 /// A running `blockrep-receiver`, its address, and its stderr lines as they come.
 pub struct Receiver {
     child: ChildGuard,
@@ -138,19 +144,27 @@ impl Receiver {
     /// Starts a receiver with `args` plus `--listen 127.0.0.1:0` (unless `listen` is false:
     /// then the arguments or a config file must say where) and waits for its listening line.
     pub fn start(args: &[&str], listen: bool) -> Self {
-        Self::start_with(args, listen, |line| {
-            line.strip_prefix("blockrep-receiver listening on ")
-                .map(|a| a.trim().to_owned())
-        })
+        Self::start_with(args, listen, listening_line)
     }
 
     /// [`Receiver::start`], finding the address in the line for which `listening` returns it
     /// (a receiver logging JSON says where it listens inside a JSON object).
     pub fn start_with(args: &[&str], listen: bool, listening: fn(&str) -> Option<String>) -> Self {
+        Self::start_env(args, listen, &[], listening)
+    }
+
+    /// [`Receiver::start_with`] with more environment variables (an LD_PRELOAD, say).
+    pub fn start_env(
+        args: &[&str],
+        listen: bool,
+        env: &[(&str, &str)],
+        listening: fn(&str) -> Option<String>,
+    ) -> Self {
         let mut cmd = Command::new(RECEIVER);
         if listen {
             cmd.args(["--listen", "127.0.0.1:0"]);
         }
+        cmd.envs(env.iter().copied());
         cmd.args(args)
             .env_remove("RUST_LOG")
             .env_remove("BLOCKREP_LOG_FORMAT")

@@ -1,7 +1,7 @@
 //! The disk being written: read-write, never created, truncated or grown.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use blockrep_chunk::Verified;
 use nix::errno::Errno;
@@ -29,6 +29,10 @@ pub struct TargetDisk {
     disk: Disk,
     /// Fast zeroing paths found unsupported, so they are not tried again for every chunk.
     unsupported: AtomicU8,
+    /// Set by the first failed `fdatasync`: Linux reports a writeback error to a file
+    /// descriptor once, so a later sync of the same descriptor may succeed although data
+    /// written before it never reached the disk. From then on every sync fails.
+    sync_failed: AtomicBool,
 }
 
 impl TargetDisk {
@@ -42,6 +46,7 @@ impl TargetDisk {
         Disk::open(path, Access::Write).map(|disk| Self {
             disk,
             unsupported: AtomicU8::new(0),
+            sync_failed: AtomicBool::new(false),
         })
     }
 
@@ -133,9 +138,21 @@ impl TargetDisk {
     /// Flushes written data to stable storage (`fdatasync`).
     ///
     /// A full filesystem can surface only here (delayed allocation, thin pools), as
-    /// [`DiskError::NoSpace`] with offset 0.
+    /// [`DiskError::NoSpace`] with offset 0. Once a sync has failed, every later sync of this
+    /// disk fails too ([`DiskError::Sync`]): what was written since the last good sync may be
+    /// lost, and the kernel reports that only once.
     pub fn sync(&self) -> Result<(), DiskError> {
+        if self.sync_failed.load(Ordering::Acquire) {
+            return Err(DiskError::Sync {
+                path: self.disk.path.clone(),
+                source: std::io::Error::other(
+                    "an earlier flush of this disk failed, so data written since the last good \
+                     flush may not be on it",
+                ),
+            });
+        }
         self.disk.file.sync_data().map_err(|source| {
+            self.sync_failed.store(true, Ordering::Release);
             if is_no_space(&source) {
                 DiskError::NoSpace {
                     path: self.disk.path.clone(),
