@@ -237,15 +237,8 @@ fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Erro
     }
     // Certificates first: a bad one is reported before anything is created on disk.
     let tls = tls::server_config(&cert, &key, &client_ca)?;
+    // Created (mode 0700) by config.check_disks() below.
     let state_dir = args.state_dir.or(file.state_dir);
-    if let Some(dir) = &state_dir {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::Config(format!(
-                "cannot create the state directory {}: {e}",
-                dir.display()
-            ))
-        })?;
-    }
     let mut config = ReceiverConfig::new(tls, disks);
     config.state_dir = state_dir;
     let retention = match (args.journal_retention, file.journal_retention) {

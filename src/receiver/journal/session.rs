@@ -1,17 +1,18 @@
 //! The session journal: an open journal that durable ranges are appended to, its compaction,
 //! and resuming one that was loaded back.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 #[cfg(test)]
 use std::path::Path;
 use std::path::PathBuf;
+use std::time::SystemTime;
 
 use blockrep_blockmap::ExtentSet;
-use tracing::warn;
+use tracing::{debug, warn};
 
-use super::dir::{io_msg, sync_dir, write_whole, JournalDir};
+use super::dir::{io_msg, open_regular, sync_dir, write_whole, JournalDir, OpenMark};
 use super::format::{
     check_range, compacted_size, record_key, Header, Loaded, RecordWriter, KIND_FINISHED,
     PREAMBLE_LEN, RANGE_LEN,
@@ -39,13 +40,21 @@ pub(crate) struct Journal {
     /// Set after a failed write or sync: the file's state is unknown, so nothing more is
     /// appended.
     failed: Option<String>,
+    /// While the journal is open, its session counts as running: never expired nor evicted.
+    _open: OpenMark,
 }
 
 impl JournalDir {
-    /// Starts a fresh journal for a session, durably replacing any old one.
+    /// Starts a fresh journal for a session, durably replacing any old one (or a symlink in
+    /// its place: never its target). When the directory already holds its most journals, the
+    /// oldest of sessions not running now goes first (see [`JournalDir::sweep`]); if all of
+    /// them are running, the new journal is refused.
     pub fn create(&self, header: Header) -> Result<Journal, Error> {
         header
             .check()
+            .map_err(|e| Error::Config(format!("cannot start a session journal: {e}")))?;
+        let open = self.mark_open(&header.session_id);
+        self.make_room(&header.session_id)
             .map_err(|e| Error::Config(format!("cannot start a session journal: {e}")))?;
         let path = self.journal_path(&header.session_id);
         let durable = vec![ExtentSet::new(); header.disks.len()];
@@ -64,19 +73,27 @@ impl JournalDir {
             limit: compact_limit(self.compact_threshold, len),
             threshold: self.compact_threshold,
             failed: None,
+            _open: open,
         })
     }
 
     /// Reopens a loaded journal for appending after its last valid record, first truncating
-    /// a torn or corrupt tail. Fails if the file was replaced since it was loaded.
+    /// a torn or corrupt tail, and marks it used now (its modification time: an unfinished
+    /// journal expires that long after its last use). Fails if the file was replaced since it
+    /// was loaded, or is not a regular file (a symlink is never followed).
     pub fn resume(&self, loaded: &Loaded) -> Result<Journal, Error> {
+        let open = self.mark_open(&loaded.header.session_id);
         let path = self.journal_path(&loaded.header.session_id);
         let reopen = |e: io::Error| Error::Config(io_msg("reopen", &path, &e));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(reopen)?;
+        let file = match open_regular(&path, true).map_err(reopen)? {
+            Ok(file) => file,
+            Err(reason) => {
+                return Err(Error::Config(format!(
+                    "cannot reopen the session journal {}: {reason}",
+                    path.display()
+                )))
+            }
+        };
         let mut preamble = [0u8; PREAMBLE_LEN as usize];
         let same =
             file.read_exact_at(&mut preamble, 0).is_ok() && preamble[16..] == loaded.instance;
@@ -92,6 +109,9 @@ impl JournalDir {
                 .and_then(|()| file.sync_all())
                 .map_err(|e| Error::Config(io_msg("truncate the torn tail of", &path, &e)))?;
         }
+        if let Err(e) = file.set_modified(SystemTime::now()) {
+            debug!("cannot mark {} used: {e}", path.display());
+        }
         let key = record_key(&loaded.instance);
         let compacted = compacted_size(&loaded.header, &loaded.durable, loaded.finished);
         Ok(Journal {
@@ -106,6 +126,7 @@ impl JournalDir {
             limit: compact_limit(self.compact_threshold, compacted),
             threshold: self.compact_threshold,
             failed: None,
+            _open: open,
         })
     }
 }
