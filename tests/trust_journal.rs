@@ -4,7 +4,9 @@
 //! - a state directory the receiver creates is private (0700);
 //! - one that others may write to is used, with a warning that says how to fix it;
 //! - a journal planted as a symlink is never followed: the file it points to is neither read
-//!   nor written, and the session starts afresh.
+//!   nor written, and the session starts afresh;
+//! - the journal of an unfinished session not written within `--journal-retention` is
+//!   deleted by the cleanup the receiver runs at start.
 //!
 //! Nothing sleeps to wait: the receiver's address comes from its listening line, exits are
 //! polled with a deadline, and children are killed by a guard when a test fails.
@@ -13,6 +15,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
 
 mod common;
 #[path = "common/process.rs"]
@@ -30,22 +33,26 @@ fn mode_of(path: &Path) -> u32 {
 
 /// `blockrep-receiver` for `pki`, one target `d0`, and `--state-dir state`.
 fn start_receiver(pki: &Pki, target: &Path, state: &Path) -> Receiver {
+    start_receiver_with(pki, target, state, &[])
+}
+
+/// [`start_receiver`] with more arguments.
+fn start_receiver_with(pki: &Pki, target: &Path, state: &Path, extra: &[&str]) -> Receiver {
     let disk = format!("d0={}", p(target));
-    Receiver::start(
-        &[
-            "--cert",
-            p(&pki.server_cert),
-            "--key",
-            p(&pki.server_key),
-            "--client-ca",
-            p(&pki.ca),
-            "--disk",
-            &disk,
-            "--state-dir",
-            p(state),
-        ],
-        true,
-    )
+    let mut args = vec![
+        "--cert",
+        p(&pki.server_cert),
+        "--key",
+        p(&pki.server_key),
+        "--client-ca",
+        p(&pki.ca),
+        "--disk",
+        &disk,
+        "--state-dir",
+        p(state),
+    ];
+    args.extend_from_slice(extra);
+    Receiver::start(&args, true)
 }
 
 /// `blockrep send --mode full --session SESSION` of `source` to `d0`; it must succeed.
@@ -169,6 +176,59 @@ fn a_journal_symlink_planted_in_the_state_dir_is_not_followed() {
             .iter()
             .any(|l| l.contains("WARN") && l.contains("s1.journal") && l.contains("symbolic link")),
         "no warning about the symlinked journal:\n{}",
+        lines.join("\n")
+    );
+}
+
+#[test]
+fn an_unfinished_journal_past_the_retention_is_removed_at_start() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (pki, source, target) = files(tmp.path());
+    let state = tmp.path().join("state");
+    let receiver = start_receiver(&pki, &target, &state);
+    send(&receiver, &pki, &source, "abandoned");
+    send(&receiver, &pki, &source, "recent");
+    receiver.terminate();
+    // Both sessions as a sender killed before the end leaves them: without the finished
+    // record, the journal's last (5 + 8 + 16 bytes).
+    for id in ["abandoned", "recent"] {
+        let journal = state.join(format!("{id}.journal"));
+        let f = fs::OpenOptions::new()
+            .write(true)
+            .open(&journal)
+            .expect("open the journal");
+        let len = f.metadata().expect("stat").len();
+        f.set_len(len - 29).expect("drop the finished record");
+    }
+    // One was last written two days ago.
+    fs::File::open(state.join("abandoned.journal"))
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(2 * 86_400)))
+        .expect("age the journal");
+
+    let mut receiver = start_receiver_with(&pki, &target, &state, &["--journal-retention", "1d"]);
+    let gone = state.join("abandoned.journal");
+    let start = Instant::now();
+    for _ in 0..(STARTUP_DEADLINE.as_millis() / POLL.as_millis()) {
+        if !gone.exists() || start.elapsed() > STARTUP_DEADLINE {
+            break;
+        }
+        std::thread::sleep(POLL);
+    }
+    assert!(
+        !gone.exists(),
+        "the unfinished journal unwritten for two days is still there:\n{}",
+        receiver.log()
+    );
+    assert!(
+        state.join("recent.journal").is_file(),
+        "the recent unfinished journal was removed"
+    );
+    let lines = receiver.terminate();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("abandoned") && l.contains("unfinished")),
+        "no line says which journal went and why:\n{}",
         lines.join("\n")
     );
 }

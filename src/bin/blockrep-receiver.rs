@@ -75,7 +75,8 @@ struct Args {
     /// sends only the rest. Created if missing. Without it, a restart loses that knowledge.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// How long the journal of a finished session is kept, e.g. 12h or 7d [default: 7d].
+    /// How long the journal of a finished session is kept, and that of an unfinished one
+    /// after its last write, e.g. 12h or 7d [default: 7d].
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     journal_retention: Option<Duration>,
     /// Exit after the first session ends (a `blockrep netcheck` does not count): 0 if it
