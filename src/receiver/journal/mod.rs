@@ -23,6 +23,12 @@
 //! size) is compacted: rewritten as the header plus the merged extents, the same way a new
 //! journal is written, so a multi-terabyte session's journal stays small.
 //!
+//! The directory stays bounded and private: it is created 0700 (a warning says how to fix
+//! one that others may write to); no symlink in it is ever followed; journals of finished
+//! sessions, and of unfinished ones not written for as long, expire after the retention; at
+//! most [`dir::MAX_JOURNALS`] are kept, the oldest going first, never one of a session that is
+//! running now.
+//!
 //! The module is split by idea: [`format`] is the record format (pure encode and decode),
 //! [`dir`] the state directory's lifecycle (permissions, listing, temporary files, expiry),
 //! [`session`] the open journal of one session (appending, compaction, resume).
