@@ -89,7 +89,8 @@ struct Args {
     /// sends only the rest. Created if missing. Without it, a restart loses that knowledge.
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// How long the journal of a finished session is kept, e.g. 12h or 7d [default: 7d].
+    /// How long the journal of a finished session is kept, and that of an unfinished one
+    /// after its last write, e.g. 12h or 7d [default: 7d].
     #[arg(long, value_name = "DURATION", value_parser = cli::parse_duration)]
     journal_retention: Option<Duration>,
     /// Exit after the first session ends (a `blockrep netcheck` does not count): 0 if it
@@ -308,6 +309,7 @@ fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Erro
     }
     // Certificates first: a bad one is reported before anything is created on disk.
     let tls = tls::server_config(&cert, &key, &client_ca)?;
+    // Created (mode 0700) by config.check_disks() below.
     let state_dir = args.state_dir.or(file.state_dir);
     let access = client_access(
         &file.allow_clients,
