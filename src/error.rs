@@ -6,32 +6,10 @@ use blockrep_chunk::ChunkError;
 use blockrep_disk::DiskError;
 use blockrep_proto::ProtocolError;
 
-/// Service error codes (the migration service's `SMS.xxxx`), in one place.
+/// Service error codes (the migration service's `SMS.xxxx`): those of `blockrep-codes`, the
+/// one home every crate of the workspace takes them from (`codes::ALL` lists them all).
 pub mod codes {
-    /// Cannot reach the target on its port.
-    pub const CONNECT: &str = "SMS.1807";
-    /// TLS authentication failed.
-    pub const TLS: &str = "SMS.0304";
-    /// A certificate or key cannot be loaded.
-    pub const CERTIFICATE: &str = "SMS.3301";
-    /// Data transmission failed.
-    pub const TRANSMISSION: &str = "SMS.1908";
-    /// Failed to receive data (the peer broke the protocol, or a digest did not match).
-    pub const RECEIVE: &str = "SMS.2011";
-    /// Failed to write target disks.
-    pub const WRITE: &str = "SMS.2007";
-    /// Not enough space on the target.
-    pub const NO_SPACE: &str = "SMS.0519";
-    /// Failed to open a disk.
-    pub const OPEN_DISK: &str = "SMS.2013";
-    /// Disk sizes do not match.
-    pub const DISK_SIZE: &str = "SMS.1504";
-    /// The consistency check could not be done.
-    pub const VERIFY: &str = "SMS.1511";
-    /// Decompression failed.
-    pub const DECOMPRESS: &str = "SMS.2009";
-    /// Failed to read the source disk.
-    pub const READ_SOURCE: &str = "SMS.1905";
+    pub use blockrep_codes::*;
 }
 
 /// Why a transfer or a receiver failed. [`Error::code`] is the service error code to report.

@@ -6,19 +6,24 @@
 //! [`MAX_ERROR_CODES`] codes, so a sender that makes up codes cannot grow it.
 //!
 //! The HTTP server is deliberately minimal: one request per connection, read within
-//! [`HTTP_DEADLINE`] and [`MAX_REQUEST`] bytes, at most [`HTTP_CONNECTIONS`] at once; a
-//! connection never outlives its deadline, and anything after the request head is discarded.
+//! [`HTTP_DEADLINE`] and [`MAX_REQUEST`] bytes; a connection never outlives its deadline, and
+//! anything after the request head is discarded. Connections are served concurrently, at most
+//! [`HTTP_CONNECTIONS`] at once; when all are taken, a new connection closes an old one (one
+//! already answered, else the oldest still sending its request), so idle or slow clients can
+//! never keep a scrape out. The endpoint has no authentication: [`serve_http`] warns when it
+//! is bound beyond loopback.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use blockrep_proto::Encoding;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::task::{AbortHandle, Id, JoinSet};
 
 /// Every metric's name starts with this.
 pub const PREFIX: &str = "blockrep_receiver_";
@@ -39,7 +44,8 @@ pub const MAX_REQUEST: usize = 8 * 1024;
 const LINGER_BYTES: usize = 64 * 1024;
 /// Time a metrics connection has, from accept to its close.
 pub const HTTP_DEADLINE: Duration = Duration::from_secs(5);
-/// Metrics connections at once; more are closed at once.
+/// Metrics connections served at once; a new one beyond them closes an old one (see
+/// [`serve_http`]).
 pub const HTTP_CONNECTIONS: usize = 16;
 
 /// The `Content-Type` of the exposition.
@@ -354,31 +360,97 @@ fn escape(value: &str) -> String {
     s
 }
 
-/// Answers metrics requests on `listener` until the task running it is dropped.
+/// Whether a metrics endpoint bound to `ip` can be reached from other machines (anything but
+/// a loopback address, an IPv4-mapped one included), so that [`serve_http`] warns.
+pub fn beyond_loopback(ip: IpAddr) -> bool {
+    !ip.to_canonical().is_loopback()
+}
+
+/// Where a metrics connection is: reading its request, writing the answer, or done (the
+/// lingering close).
+const READING: u8 = 0;
+const ANSWERING: u8 = 1;
+const ANSWERED: u8 = 2;
+
+/// An open metrics connection, in accept order.
+struct Open {
+    id: Id,
+    task: AbortHandle,
+    phase: Arc<AtomicU8>,
+}
+
+/// Which open connection (an index in accept order, given their phases) a new one replaces
+/// when all slots are taken: the oldest already answered (it is only lingering), else the
+/// oldest still reading its request (idle or slow), else the oldest.
+fn victim(phases: impl Iterator<Item = u8> + Clone) -> usize {
+    let oldest = |wanted: u8| phases.clone().position(|p| p == wanted);
+    oldest(ANSWERED).or_else(|| oldest(READING)).unwrap_or(0)
+}
+
+/// Answers metrics requests on `listener` until the task running it is dropped (which closes
+/// every connection it has open).
+///
+/// Each connection is served by its own task, within [`HTTP_DEADLINE`]; at most
+/// [`HTTP_CONNECTIONS`] are open at once, and a connection accepted beyond them closes the one
+/// [`victim`] picks, so a client that connects and sends nothing (or sends slowly) holds a
+/// slot only until newer clients need it. Warns at start when the listener is bound beyond
+/// loopback: the endpoint has no authentication.
 pub async fn serve_http(listener: TcpListener, metrics: Arc<Metrics>) {
-    let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS));
+    if let Ok(local) = listener.local_addr() {
+        if beyond_loopback(local.ip()) {
+            tracing::warn!(
+                "metrics endpoint on {local} is reachable from other machines and has no \
+                 authentication: bind it to 127.0.0.1 (metrics = \"127.0.0.1:{}\") or allow \
+                 only the monitoring host in the firewall",
+                local.port()
+            );
+        }
+    }
+    let mut tasks = JoinSet::new();
+    let mut open: VecDeque<Open> = VecDeque::with_capacity(HTTP_CONNECTIONS);
     loop {
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
-            Err(e) => {
-                tracing::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        tokio::select! {
+            Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let id = match ended {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                open.retain(|c| c.id != id);
             }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let _ = tokio::time::timeout(HTTP_DEADLINE, answer(tcp, &metrics)).await;
-            drop(permit);
-        });
+            accepted = listener.accept() => {
+                let tcp = match accepted {
+                    Ok((tcp, _)) => tcp,
+                    Err(e) => {
+                        tracing::warn!("metrics: accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                if open.len() >= HTTP_CONNECTIONS {
+                    let i = victim(open.iter().map(|c| c.phase.load(Relaxed)));
+                    if let Some(old) = open.remove(i) {
+                        old.task.abort();
+                    }
+                }
+                let phase = Arc::new(AtomicU8::new(READING));
+                let (metrics, in_task) = (metrics.clone(), phase.clone());
+                let task = tasks.spawn(async move {
+                    let _ = tokio::time::timeout(HTTP_DEADLINE, answer(tcp, &metrics, &in_task))
+                        .await;
+                });
+                open.push_back(Open {
+                    id: task.id(),
+                    task,
+                    phase,
+                });
+            }
+        }
     }
 }
 
-/// Reads one request head (bounded) and writes the answer, then closes.
-async fn answer(mut tcp: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// Reads one request head (bounded) and writes the answer, then closes; `phase` says how far
+/// it got.
+async fn answer(mut tcp: TcpStream, metrics: &Metrics, phase: &AtomicU8) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
     let response = loop {
@@ -395,8 +467,10 @@ async fn answer(mut tcp: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
         }
         head.extend_from_slice(&buf[..n]);
     };
+    phase.store(ANSWERING, Relaxed);
     tcp.write_all(&response).await?;
     tcp.shutdown().await?;
+    phase.store(ANSWERED, Relaxed);
     // A lingering close: read what the client still sends (the rest of a head that was too
     // long, a body) until it closes, so that closing does not reset the connection before the
     // client has read the answer. Bounded by the connection's deadline and by LINGER_BYTES.
@@ -500,8 +574,8 @@ mod tests {
         m.written(Encoding::Raw, 1, Duration::from_secs(20));
         m.synced(Duration::from_millis(20));
         m.session_ended(true, None);
-        m.session_ended(false, Some("SMS.2013"));
-        m.session_ended(false, Some("SMS.2013"));
+        m.session_ended(false, Some(crate::codes::OPEN_DISK));
+        m.session_ended(false, Some(crate::codes::OPEN_DISK));
         m.session_ended(false, Some("a\"b\\c"));
         let s = samples(&m.exposition());
         let v = |k: &str| s.get(k).copied().unwrap_or_else(|| panic!("no {k}"));
@@ -595,6 +669,32 @@ mod tests {
             .count();
         assert_eq!(codes, MAX_ERROR_CODES + 1);
         assert!(text.contains("blockrep_receiver_errors_total{code=\"other\"} 68\n"));
+    }
+
+    #[test]
+    fn warns_only_beyond_loopback() {
+        for ip in ["127.0.0.1", "127.0.0.53", "::1", "::ffff:127.0.0.1"] {
+            assert!(!beyond_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "0.0.0.0",
+            "::",
+            "10.0.0.7",
+            "192.0.2.1",
+            "fe80::1",
+            "::ffff:10.0.0.7",
+        ] {
+            assert!(beyond_loopback(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_new_connection_replaces_an_answered_then_a_reading_one() {
+        let pick = |p: &[u8]| victim(p.iter().copied());
+        assert_eq!(pick(&[READING, ANSWERED, READING, ANSWERED]), 1);
+        assert_eq!(pick(&[ANSWERING, READING, READING]), 1);
+        assert_eq!(pick(&[ANSWERING, ANSWERING]), 0);
+        assert_eq!(pick(&[READING; HTTP_CONNECTIONS]), 0);
     }
 
     #[test]

@@ -416,6 +416,9 @@ impl TcpInfo {
 
 /// `getsockopt(TCP_INFO)` of `fd`, read by offset from the kernel's layout
 /// (include/uapi/linux/tcp.h), so an older kernel's shorter struct gives what it has.
+// The crate's one unsafe call: nix has no TCP_INFO accessor, and its generic struct getter
+// panics when the kernel's struct is shorter than libc's (and libc's lacks the byte counters).
+#[allow(unsafe_code)]
 fn tcp_info(fd: RawFd) -> Option<TcpInfo> {
     let mut buf = [0u8; 256];
     let mut len = buf.len() as libc::socklen_t;

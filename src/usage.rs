@@ -5,6 +5,10 @@
 
 use std::time::Instant;
 
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::time::TimeVal;
+use nix::unistd::{sysconf, SysconfVar};
+
 /// One reading of the process's counters.
 #[derive(Debug, Clone, Copy)]
 pub struct Usage {
@@ -24,16 +28,10 @@ impl Usage {
     /// `/proc/self/io` without task accounting) reads as 0.
     pub fn now() -> Self {
         let at = Instant::now();
-        // SAFETY: getrusage only writes the struct it is given.
-        let cpu_seconds = unsafe {
-            let mut ru: libc::rusage = std::mem::zeroed();
-            if libc::getrusage(libc::RUSAGE_SELF, &mut ru) == 0 {
-                let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-                secs(ru.ru_utime) + secs(ru.ru_stime)
-            } else {
-                0.0
-            }
-        };
+        let cpu_seconds = getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |ru| {
+            let secs = |t: TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+            secs(ru.user_time()) + secs(ru.system_time())
+        });
         Self {
             at,
             cpu_seconds,
@@ -71,9 +69,9 @@ pub struct Rates {
 fn rss_bytes() -> Option<u64> {
     let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Some(pages * u64::try_from(page).ok().filter(|&p| p > 0).unwrap_or(4096))
+    let page = sysconf(SysconfVar::PAGE_SIZE).ok().flatten();
+    let page = page.and_then(|p| u64::try_from(p).ok()).filter(|&p| p > 0);
+    Some(pages * page.unwrap_or(4096))
 }
 
 /// `read_bytes + write_bytes` from `/proc/self/io`.

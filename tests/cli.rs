@@ -742,7 +742,12 @@ fn source_larger_than_target_is_sms_1504() {
     // A device cannot grow (an image file target would: tests/refusals.rs).
     let lo = match disks::Loop::attach(&target, 0, IMAGE_SIZE as u64 - 4096, false) {
         Ok(lo) => lo,
-        Err(e) => return eprintln!("skipped, no loop device: {e}"),
+        Err(e) => {
+            return common::skip(
+                "source_larger_than_target_is_sms_1504",
+                format_args!("no loop device: {e}"),
+            )
+        }
     };
     let mut receiver = start_receiver(&pki, &[disk("d0", &lo.dev)], &[]);
     let out = send(

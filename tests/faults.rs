@@ -771,7 +771,10 @@ async fn target_out_of_space_is_sms_0519_and_other_disks_are_served() {
     let _mount = match TmpfsMount::mount(&small, "2m") {
         Ok(m) => m,
         Err(e) => {
-            eprintln!("faults: SKIPPED target_out_of_space: {e} (needs root and tmpfs)");
+            skip(
+                "target_out_of_space_is_sms_0519_and_other_disks_are_served",
+                format_args!("{e} (needs root and tmpfs)"),
+            );
             return;
         }
     };
@@ -939,7 +942,10 @@ fn dm_unavailable() -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_device_eio_is_sms_2007_and_other_disks_are_served() {
     if let Some(why) = dm_unavailable() {
-        eprintln!("faults: SKIPPED target_device_eio: {why}");
+        skip(
+            "target_device_eio_is_sms_2007_and_other_disks_are_served",
+            why,
+        );
         return;
     }
     let pki = Pki::new();
@@ -952,7 +958,10 @@ async fn target_device_eio_is_sms_2007_and_other_disks_are_served() {
     let lo = match disks::Loop::attach(&backing, 0, 2 * MIB, false) {
         Ok(lo) => lo,
         Err(e) => {
-            eprintln!("faults: SKIPPED target_device_eio: {e}");
+            skip(
+                "target_device_eio_is_sms_2007_and_other_disks_are_served",
+                e,
+            );
             return;
         }
     };
@@ -963,7 +972,10 @@ async fn target_device_eio_is_sms_2007_and_other_disks_are_served() {
         Command::new("dmsetup").args(["create", "--noudevsync", &name]),
         Some(&table),
     ) {
-        eprintln!("faults: SKIPPED target_device_eio: {e}");
+        skip(
+            "target_device_eio_is_sms_2007_and_other_disks_are_served",
+            e,
+        );
         return;
     }
     let dm = DmDev { name };
@@ -1020,7 +1032,7 @@ async fn target_device_refusing_writes_is_sms_2007() {
     let lo = match disks::Loop::attach(&backing, 0, SIZE, false) {
         Ok(lo) => lo,
         Err(e) => {
-            eprintln!("faults: SKIPPED target_device_refusing_writes: {e}");
+            skip("target_device_refusing_writes_is_sms_2007", e);
             return;
         }
     };

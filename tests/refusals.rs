@@ -192,7 +192,10 @@ async fn source_larger_than_a_block_device_target_is_sms_1504() {
                 c.disks.insert("d0".into(), l.dev.clone());
                 lo = Some(l);
             }
-            Err(e) => eprintln!("skipped, no loop device: {e}"),
+            Err(e) => skip(
+                "source_larger_than_a_block_device_target_is_sms_1504",
+                format_args!("no loop device: {e}"),
+            ),
         }
     })
     .await;

@@ -298,7 +298,10 @@ async fn block_devices_as_source_and_target() {
     ) {
         (Ok(ls), Ok(ld)) => (ls, ld),
         (Err(e), _) | (_, Err(e)) => {
-            eprintln!("SKIPPED block_devices_as_source_and_target: {e} (needs root and /dev/loop-control)");
+            skip(
+                "block_devices_as_source_and_target",
+                format_args!("{e} (needs root and /dev/loop-control)"),
+            );
             return;
         }
     };

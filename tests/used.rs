@@ -120,9 +120,9 @@ fn compare_trees(test: &str, src: &Path, dst: &Path, p: &Part, scratch: &Path) -
         Fs::Vfat | Fs::Swap => unreachable!(),
     };
     if let Err(why) = cap {
-        eprintln!(
-            "SKIPPED {test} (mounted comparison of partition {}): {why}",
-            p.number
+        common::skip(
+            test,
+            format_args!("mounted comparison of partition {}: {why}", p.number),
         );
         return "not mounted (skipped)".into();
     }
@@ -363,7 +363,10 @@ fn gpt_server_disk_sends_used_blocks_and_replica_is_clean() {
     let caps = caps();
     for (what, cap) in [("loop mounts", &caps.mount), ("XFS mounts", &caps.xfs)] {
         if let Err(why) = cap {
-            eprintln!("SKIPPED {NAME}: needs {what} to populate XFS and compare trees: {why}");
+            common::skip(
+                NAME,
+                format_args!("needs {what} to populate XFS and compare trees: {why}"),
+            );
             return;
         }
     }
@@ -504,7 +507,10 @@ fn gpt_server_disk_sends_used_blocks_and_replica_is_clean() {
                 true
             }
             Err(why) => {
-                eprintln!("SKIPPED {NAME} (NTFS files): ntfs-3g cannot mount here: {why}");
+                common::skip(
+                    NAME,
+                    format_args!("NTFS files: ntfs-3g cannot mount here: {why}"),
+                );
                 false
             }
         }

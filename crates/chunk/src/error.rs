@@ -47,9 +47,9 @@ impl ChunkError {
     /// that does not decompress, `SMS.2011` for every other corrupt chunk.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Decompress { .. } => "SMS.2009",
+            Self::Decompress { .. } => blockrep_codes::DECOMPRESS,
             Self::BadLength { .. } | Self::PayloadLength { .. } | Self::DigestMismatch => {
-                "SMS.2011"
+                blockrep_codes::RECEIVE
             }
         }
     }

@@ -111,10 +111,14 @@ impl DiskError {
     /// `SMS.1905` for a failed read, `SMS.2007` for a failed write, `SMS.0519` for no space.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Open { .. } | Self::NotADisk { .. } | Self::Size { .. } => "SMS.2013",
-            Self::Read { .. } | Self::ShortRead { .. } => "SMS.1905",
-            Self::Write { .. } | Self::Sync { .. } | Self::OutOfBounds { .. } => "SMS.2007",
-            Self::NoSpace { .. } => "SMS.0519",
+            Self::Open { .. } | Self::NotADisk { .. } | Self::Size { .. } => {
+                blockrep_codes::OPEN_DISK
+            }
+            Self::Read { .. } | Self::ShortRead { .. } => blockrep_codes::READ_SOURCE,
+            Self::Write { .. } | Self::Sync { .. } | Self::OutOfBounds { .. } => {
+                blockrep_codes::WRITE
+            }
+            Self::NoSpace { .. } => blockrep_codes::NO_SPACE,
         }
     }
 

@@ -24,6 +24,8 @@ mod disk;
 mod error;
 #[allow(unsafe_code)]
 mod ioctl;
+#[cfg(test)]
+mod skip;
 mod source;
 mod target;
 

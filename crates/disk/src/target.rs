@@ -524,7 +524,7 @@ mod tests {
         fs::File::create(&path).unwrap().set_len(size).unwrap();
         let disk = TargetDisk::open(&path).unwrap();
         if let Some(why) = disk.direct_unavailable() {
-            eprintln!("SKIPPED aligned_writes_bypass_the_page_cache: {why}");
+            crate::skip::skip("aligned_writes_bypass_the_page_cache", why);
             return;
         }
         let mut expected = vec![0u8; size as usize];
@@ -577,7 +577,10 @@ mod tests {
         let mount = match run("mount", &["-t", "ramfs", "ramfs", &mnt]) {
             Ok(_) => Mount(dir.path().to_owned()),
             Err(e) => {
-                eprintln!("SKIPPED falls_back_where_direct_io_is_refused: needs root ({e})");
+                crate::skip::skip(
+                    "falls_back_where_direct_io_is_refused",
+                    format_args!("needs root ({e})"),
+                );
                 return;
             }
         };
@@ -609,7 +612,10 @@ mod tests {
         let mount = match run("mount", &["-t", "tmpfs", "-o", "size=1m", "tmpfs", &mnt]) {
             Ok(_) => Mount(dir.path().to_owned()),
             Err(e) => {
-                eprintln!("SKIPPED reports_no_space: needs root and mount ({e})");
+                crate::skip::skip(
+                    "reports_no_space",
+                    format_args!("needs root and mount ({e})"),
+                );
                 return;
             }
         };
@@ -639,7 +645,10 @@ mod tests {
         let dev = match run("losetup", &["--find", "--show", &backing.to_string_lossy()]) {
             Ok(dev) => Loop(PathBuf::from(dev)),
             Err(e) => {
-                eprintln!("SKIPPED block_device_round_trip: needs root and loop devices ({e})");
+                crate::skip::skip(
+                    "block_device_round_trip",
+                    format_args!("needs root and loop devices ({e})"),
+                );
                 return;
             }
         };

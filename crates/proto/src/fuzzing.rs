@@ -1197,13 +1197,13 @@ impl Harness {
         match side {
             Side::Receiver if !self.rx.closed => {
                 self.rx.closed = true;
-                let f = self.receiver.refuse("SMS.2011", why);
+                let f = self.receiver.refuse(blockrep_codes::RECEIVE, why);
                 self.send(Side::Sender, f);
             }
             Side::Sender if self.sender_open() => {
                 self.tx.closed = true;
                 let sender = self.sender.as_mut().expect("open");
-                let f = sender.abort("SMS.2011", why);
+                let f = sender.abort(blockrep_codes::RECEIVE, why);
                 self.send(Side::Receiver, f);
             }
             _ => {}
@@ -1829,10 +1829,10 @@ fn names(n: u8) -> (String, String) {
 /// An ERROR's code and message, before `ErrorFrame::new` makes them valid.
 fn error_text(e: ErrorOp) -> (String, String) {
     let code = match e.code % 8 {
-        0 => "SMS.1504".to_owned(),
-        1 => "SMS.2013".to_owned(),
-        2 => "SMS.1905".to_owned(),
-        3 => "SMS.2007".to_owned(),
+        0 => blockrep_codes::DISK_SIZE.to_owned(),
+        1 => blockrep_codes::OPEN_DISK.to_owned(),
+        2 => blockrep_codes::READ_SOURCE.to_owned(),
+        3 => blockrep_codes::WRITE.to_owned(),
         4 => String::new(),
         5 => "SMS.\n".to_owned(),
         6 => "C".repeat(17),

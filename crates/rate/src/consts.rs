@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// The service's error code for speed-limit rules it cannot accept (a bad time, speed,
 /// threshold, overlapping windows, ...). Every [`RuleError`](crate::RuleError) carries it.
-pub const ERROR_CODE: &str = "SMS.6405";
+pub const ERROR_CODE: &str = blockrep_codes::RULES;
 
 /// The highest `speed` a rule may give, in Mbit/s (the service's limit).
 pub const MAX_SPEED_MBPS: u32 = 10_000;

@@ -27,7 +27,7 @@ impl ErrorFrame {
         let code = if is_printable(code, MAX_CODE_LEN) && !code.is_empty() {
             code.to_owned()
         } else {
-            "SMS.1908".to_owned()
+            blockrep_codes::TRANSMISSION.to_owned()
         };
         let mut end = message.len().min(MAX_MESSAGE_LEN);
         while !message.is_char_boundary(end) {

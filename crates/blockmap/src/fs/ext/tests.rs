@@ -866,7 +866,7 @@ fn mounted_writes_deletes_and_live_copy() {
     let m = match mount(&img, &mnt) {
         Ok(m) => m,
         Err(why) => {
-            eprintln!("SKIPPED mounted_writes_deletes_and_live_copy: {why}");
+            crate::testutil::skip("mounted_writes_deletes_and_live_copy", why);
             return;
         }
     };

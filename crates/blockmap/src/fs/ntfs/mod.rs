@@ -409,7 +409,7 @@ mod tests {
         let m = match Mount::new(img, &mnt, "loop") {
             Ok(m) => m,
             Err(why) => {
-                eprintln!("SKIPPED {test}: {why}");
+                crate::testutil::skip(test, why);
                 return None;
             }
         };
@@ -506,7 +506,7 @@ mod tests {
         let m = match Mount::new(&copy, &mnt, "loop,ro") {
             Ok(m) => m,
             Err(why) => {
-                eprintln!("SKIPPED {test} (mounting the copy): {why}");
+                crate::testutil::skip(test, format_args!("mounting the copy: {why}"));
                 return;
             }
         };

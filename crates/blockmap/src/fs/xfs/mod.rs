@@ -419,7 +419,12 @@ mod tests {
         match Mounted::new(img, dir) {
             Ok(m) => Some(m),
             Err(e) => {
-                eprintln!("SKIPPED {test}: cannot loop-mount an xfs image here (needs root and loop devices): {e}");
+                crate::testutil::skip(
+                    test,
+                    format_args!(
+                        "cannot loop-mount an xfs image here (needs root and loop devices): {e}"
+                    ),
+                );
                 None
             }
         }
