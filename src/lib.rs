@@ -100,7 +100,7 @@
 // No unsafe code: the system calls go through nix's safe wrappers (the one exception,
 // netcheck's TCP_INFO, is allowed where it is and says why). The unit tests are exempt only
 // until receiver::journal's test asks nix::unistd::geteuid instead of libc.
-#![cfg_attr(not(test), deny(unsafe_code))]
+#![deny(unsafe_code)]
 
 pub mod certs;
 pub mod cli;

@@ -477,51 +477,6 @@ fn failed_sessions_count_their_error_codes() {
     assert!(receiver.is_running(), "{}", receiver.log());
 }
 
-#[test]
-fn metrics_connections_cannot_be_held_open() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let pki = blockrep_certs(&tmp.path().join("certs"));
-    let target = tmp.path().join("target.img");
-    fs::write(&target, vec![TARGET_FILL; 64 * 1024]).unwrap();
-    let args = receiver_args(&pki, &[("d0", &target)], &["--metrics", "127.0.0.1:0"]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut receiver = Receiver::start(&refs, true);
-    let addr = metrics_addr(&receiver.log());
-
-    // As many silent connections as the endpoint serves at once (16), one of them with half a
-    // request: the next connection is closed without an answer...
-    let mut held: Vec<TcpStream> = (0..16)
-        .map(|_| TcpStream::connect(&addr).expect("connect"))
-        .collect();
-    held[0]
-        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
-        .unwrap();
-    let mut extra = TcpStream::connect(&addr).expect("connect");
-    extra
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\n\r\n");
-    let mut answer = Vec::new();
-    let _ = extra.read_to_end(&mut answer);
-    assert!(
-        answer.is_empty(),
-        "a 17th connection was served: {answer:?}"
-    );
-
-    // ... and the silent ones are closed by the receiver (within its 5 s, well inside the
-    // bound here), without an answer.
-    for (i, tcp) in held.iter_mut().enumerate() {
-        tcp.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-        let mut got = Vec::new();
-        tcp.read_to_end(&mut got)
-            .unwrap_or_else(|e| panic!("held connection {i} was not closed: {e}"));
-        assert!(got.is_empty(), "connection {i} got an answer: {got:?}");
-    }
-    // Then it answers again.
-    assert!(scrape(&addr).contains_key("blockrep_receiver_uptime_seconds"));
-    assert!(receiver.is_running(), "{}", receiver.log());
-}
-
 // ---------------------------------------------------------------------------------------------
 // JSON logs
 // ---------------------------------------------------------------------------------------------

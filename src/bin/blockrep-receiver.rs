@@ -35,6 +35,9 @@ use serde::Deserialize;
         \x20   idle_timeout = 60\n\
         \x20   metrics = \"127.0.0.1:9900\"\n\
         \x20   log_format = \"text\"\n\
+        \x20   allow_client = [\"agent-web-01\"]\n\
+        \x20   grow_images = false\n\
+        \x20   disk_client = { disk0 = [\"agent-web-01\"] }\n\
         \x20   [disks]\n\
         \x20   disk0 = \"/dev/vdb\"\n\n\
         An unknown key or a value of the wrong type is an error naming the file, the line and \
@@ -139,9 +142,9 @@ struct FileConfig {
     #[serde(default)]
     disks: BTreeMap<String, PathBuf>,
     #[serde(default)]
-    allow_clients: Vec<String>,
+    allow_client: Vec<String>,
     #[serde(default)]
-    disk_clients: BTreeMap<String, Vec<String>>,
+    disk_client: BTreeMap<String, Vec<String>>,
     grow_images: Option<bool>,
 }
 
@@ -256,12 +259,12 @@ fn client_access(
         |key: &str, r: &str| ClientRule::parse(r).map_err(|e| Error::Config(format!("{key}: {e}")));
     let mut access = blockrep::receiver::ClientAccess::default();
     for r in file_receiver {
-        access.receiver.push(parse("allow_clients", r)?);
+        access.receiver.push(parse("allow_client", r)?);
     }
     access.receiver.extend(flags_receiver);
     for (id, rules) in file_disks {
         for r in rules {
-            let rule = parse(&format!("disk_clients.{id}"), r)?;
+            let rule = parse(&format!("disk_client.{id}"), r)?;
             access.disks.entry(id.clone()).or_default().push(rule);
         }
     }
@@ -312,8 +315,8 @@ fn run(args: Args, file: FileConfig, format: LogFormat) -> Result<ExitCode, Erro
     // Created (mode 0700) by config.check_disks() below.
     let state_dir = args.state_dir.or(file.state_dir);
     let access = client_access(
-        &file.allow_clients,
-        &file.disk_clients,
+        &file.allow_client,
+        &file.disk_client,
         args.allow_clients,
         args.disk_clients,
     )?;

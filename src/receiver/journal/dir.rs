@@ -711,7 +711,6 @@ fn read_journal(path: &Path) -> io::Result<Option<(Result<Parsed, String>, u64)>
 mod tests {
     use super::*;
     use crate::receiver::journal::testutil::*;
-    use std::os::unix::ffi::OsStringExt;
     use std::time::SystemTime;
 
     #[test]
@@ -748,7 +747,7 @@ mod tests {
         assert!(JournalDir::open(&file.join("below")).is_err());
 
         // Permissions do not stop root.
-        if unsafe { libc::geteuid() } != 0 {
+        if !nix::unistd::geteuid().is_root() {
             let ro = tmp.path().join("ro");
             fs::create_dir(&ro).unwrap();
             fs::set_permissions(&ro, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
@@ -963,10 +962,11 @@ mod tests {
         assert_eq!(dir.load(ID).unwrap().unwrap().durable, sets(&[(1, 0, 10)]));
 
         // Other files that are not regular files are not opened either (a FIFO would block).
-        let fifo =
-            std::ffi::CString::new(dir.journal_path("fifo").into_os_string().into_vec()).unwrap();
-        // SAFETY: mkfifo(3) on a NUL-terminated path that lives across the call.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        nix::unistd::mkfifo(
+            &dir.journal_path("fifo"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
         assert!(dir.load("fifo").unwrap().is_none());
     }
 
