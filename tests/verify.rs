@@ -178,6 +178,7 @@ async fn a_receiver_that_keeps_journals_verifies_only_sessions_it_knows() {
     std::fs::File::create(&dst).unwrap();
     let mut rc = receiver_config(&pki, &[("d0", &dst)]);
     rc.state_dir = Some(dir.path().join("state"));
+    rc.grow_images = true;
     let rx = Receiver::start(rc).await;
     let mut c = config(&pki, rx.addr, &src, Mode::Full);
     c.session_id = "mig-1".into();
