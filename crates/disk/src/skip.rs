@@ -1,4 +1,5 @@
-//! The skip of a test that cannot run on this machine, for the unit tests of this crate.
+//! The skip of a test that cannot run on this machine: for the unit tests of this crate, and
+//! included by path in the blockmap crate's tests and the end-to-end tests.
 
 /// A test that cannot run on this machine (not root, no loop devices, no mount, a tool
 /// missing) calls this, then returns: it prints `SKIPPED <test>: <why>`. Where every test
